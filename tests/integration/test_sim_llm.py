@@ -1,0 +1,109 @@
+"""The vLLM simulator over real HTTP: OpenAI shapes, timing model, queueing, prefix cache, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from services.runtime.sim_llm import SimConfig, SimLlmServer
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_endpoints_and_usage() -> None:
+    with SimLlmServer(SimConfig(model="m", mode="echo")) as sim:
+        assert sim.base_url.endswith("/v1")
+        assert httpx.get(f"{sim.url}/health").status_code == 200
+        assert httpx.get(f"{sim.base_url}/models").json()["data"][0]["id"] == "m"
+        body = {"model": "m", "messages": [{"role": "user", "content": "one two three four"}], "max_tokens": 2}
+        answer = httpx.post(f"{sim.base_url}/chat/completions", json=body).json()
+        assert answer["choices"][0]["message"]["content"] == "one two"
+        assert answer["usage"]["completion_tokens"] == 2
+        wrong = httpx.post(f"{sim.base_url}/chat/completions", json={**body, "model": "other"})
+        assert wrong.status_code == 404 and "does not exist" in wrong.json()["error"]["message"]
+        bad = httpx.post(f"{sim.base_url}/chat/completions", content=b"{nope")
+        assert bad.status_code == 400
+        text = httpx.post(f"{sim.base_url}/completions", json={"model": "m", "prompt": "a b c", "max_tokens": 5}).json()
+        assert text["choices"][0]["text"] == "a b c"
+
+
+def test_stream_honours_max_tokens_and_sends_usage() -> None:
+    with SimLlmServer(SimConfig(model="m")) as sim:
+        body = {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 7,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        with httpx.stream("POST", f"{sim.base_url}/chat/completions", json=body) as response:
+            lines = [line for line in response.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]"
+        assert '"completion_tokens":7' in lines[-2]
+        assert sum('"content"' in line for line in lines) == 7
+
+
+def test_context_length_is_enforced() -> None:
+    with SimLlmServer(SimConfig(model="m", max_model_len=32)) as sim:
+        body = {"model": "m", "messages": [{"role": "user", "content": "word " * 40}], "max_tokens": 4}
+        response = httpx.post(f"{sim.base_url}/chat/completions", json=body)
+        assert response.status_code == 400 and "maximum context length" in response.text
+
+
+def test_prefix_cache_hits_skip_prefill() -> None:
+    prefix = "shared instructions " * 100
+    config = SimConfig(model="m", ttft=0.0, ttft_per_token=0.001, block_size=16)
+    with SimLlmServer(config) as sim:
+
+        def ttft(suffix: str) -> float:
+            body = {"model": "m", "messages": [{"role": "user", "content": prefix + suffix}], "max_tokens": 1}
+            start = time.perf_counter()
+            httpx.post(f"{sim.base_url}/chat/completions", json=body)
+            return time.perf_counter() - start
+
+        cold = ttft("first")
+        warm = ttft("second")
+        assert warm < cold / 2
+        metrics = httpx.get(f"{sim.url}/metrics").text
+        assert _metric(metrics, "vllm:prefix_cache_hits_total") >= 192
+        assert _metric(metrics, "vllm:prefix_cache_queries_total") > _metric(metrics, "vllm:prefix_cache_hits_total")
+        assert 0 < _metric(metrics, "vllm:kv_cache_usage_perc") < 1
+
+
+async def test_max_num_seqs_queues_the_rest() -> None:
+    config = SimConfig(model="m", ttft=0.2, max_num_seqs=2)
+    with SimLlmServer(config) as sim:
+        async with httpx.AsyncClient(base_url=sim.base_url, timeout=10) as client:
+            body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+            tasks = [asyncio.create_task(client.post("/chat/completions", json=body)) for _ in range(6)]
+            await asyncio.sleep(0.1)
+            metrics = (await client.get(f"{sim.url}/metrics")).text
+            assert _metric(metrics, "vllm:num_requests_running") == 2
+            assert _metric(metrics, "vllm:num_requests_waiting") == 4
+            await asyncio.gather(*tasks)
+        assert sim.engine is not None and sim.engine.peak_running == 2
+        final = httpx.get(f"{sim.url}/metrics").text
+        assert _metric(final, "vllm:num_requests_running") == 0
+        assert _metric(final, "vllm:time_to_first_token_seconds_count") == 6
+
+
+def test_failure_injection_sends_retry_after() -> None:
+    with SimLlmServer(SimConfig(model="m", failure_rate=1.0, failure_codes=(503,), retry_after=2)) as sim:
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        response = httpx.post(f"{sim.base_url}/chat/completions", json=body)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+
+
+def test_isolated_subprocess_mode() -> None:
+    with SimLlmServer(SimConfig(model="m"), isolated=True) as sim:
+        assert httpx.get(f"{sim.base_url}/models").json()["data"][0]["id"] == "m"
+        with pytest.raises(RuntimeError):
+            _ = sim.peak_running

@@ -1,0 +1,218 @@
+"""The summarizer service end to end over a real nats-server and the simulator over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.js.api import DeliverPolicy
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from services.common.documents import Segment, Summary, Transcript
+from services.common.events import Priority, TranscriptReady
+from services.common.ids import new_id
+from services.common.messaging import publish_event
+from services.common.settings import LlmSettings, NatsSettings, Settings, SummarizerSettings
+from services.common.status import RecordingStage, RecordingStatus, StatusStore
+from services.common.storage import get_bytes, put_bytes
+from services.common.telemetry import StageSpan, setup_telemetry
+from services.common.topology import TRANSCRIPTS_BUCKET
+from services.runtime.sim_llm import SimConfig, SimLlmServer
+from services.summarizer.app import serve
+
+pytestmark = pytest.mark.nats
+
+TRACEPARENT = "00-{trace}-{span}-01"
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    setup_telemetry("kubescribe-tests").add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+def _settings(nats_settings: NatsSettings, sim: SimLlmServer, **summarizer: float) -> Settings:
+    settings = Settings()
+    settings.__dict__["nats"] = nats_settings
+    settings.__dict__["llm"] = LlmSettings(base_url=sim.base_url, model=sim.config.model, max_tokens=16)
+    settings.__dict__["summarizer"] = SummarizerSettings(**summarizer)
+    return settings
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[None]:
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        serve(
+            settings, ready=ready, durable=f"summarizer-test-{uuid.uuid4().hex[:8]}", deliver_policy=DeliverPolicy.NEW
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _submit(
+    js,
+    text: str = "We discussed the budget for the new office and agreed to hire two engineers.",
+    *,
+    trace: str | None = None,
+) -> tuple[str, TranscriptReady]:
+    recording_id = new_id()
+    store = await StatusStore.open(js)
+    await store.update(
+        recording_id,
+        lambda s: s.advance(RecordingStage.transcribed),
+        create=lambda: RecordingStatus(recording_id=recording_id).advance(RecordingStage.received),
+    )
+    transcript = Transcript(
+        recording_id=recording_id,
+        text=text,
+        segments=[Segment(start=0, end=3, text=text)] if text else [],
+        model="tiny.en",
+        audio_s=3,
+        processing_s=0.2,
+        job_id="job-1",
+        language="en",
+    )
+    ref = await put_bytes(js, TRANSCRIPTS_BUCKET, recording_id, transcript.model_dump_json().encode())
+    event = TranscriptReady(
+        source="tests",
+        recording_id=recording_id,
+        transcript=ref,
+        job_id="job-1",
+        model="tiny.en",
+        audio_s=3,
+        processing_s=0.2,
+        word_count=len(text.split()),
+        priority=Priority.high,
+    )
+    headers = {"traceparent": trace} if trace else None
+    await publish_event(js, event, headers=headers)
+    return recording_id, event
+
+
+async def _wait_done(js, recording_id: str, timeout: float = 20) -> RecordingStatus:
+    store = await StatusStore.open(js)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await store.get(recording_id)
+        if status and status.stage in (RecordingStage.summarized, RecordingStage.failed):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"recording {recording_id} not done: {await store.get(recording_id)}")
+
+
+async def test_summarizes_and_traces(js, nats_settings, spans) -> None:
+    trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    with SimLlmServer(SimConfig(model="m", ttft=0.05)) as sim:
+        sub = await js.subscribe("kubescribe.summary.ready")
+        async with running(_settings(nats_settings, sim)):
+            recording_id, _ = await _submit(js, trace=TRACEPARENT.format(trace=trace_id, span=parent_id))
+            status = await _wait_done(js, recording_id)
+            assert status.stage is RecordingStage.summarized, status.error
+            assert status.summary is not None and status.metrics["ttft_s"] >= 0.05
+            assert status.metrics["tokens_out"] == 16
+            summary = Summary.model_validate_json(await get_bytes(js, status.summary))
+            assert summary.text and summary.requests == 1
+            ready = None
+            for _ in range(50):
+                message = await sub.next_msg(timeout=2)
+                if recording_id.encode() in message.data:
+                    ready = message
+                    break
+            assert ready is not None and ready.headers and trace_id in ready.headers["traceparent"]
+        assert sim.engine is not None and sim.engine.objectives["interactive"] == 1
+        await sub.unsubscribe()
+    names = {s.name for s in spans.get_finished_spans() if f"{s.context.trace_id:032x}" == trace_id}
+    assert {StageSpan.SUMMARIZATION_QUEUE, StageSpan.TTFT, StageSpan.GENERATION, StageSpan.TOTAL} <= names
+
+
+async def test_redelivery_is_acked_without_a_second_call(js, nats_settings) -> None:
+    with SimLlmServer(SimConfig(model="m")) as sim:
+        async with running(_settings(nats_settings, sim)):
+            recording_id, event = await _submit(js)
+            await _wait_done(js, recording_id)
+            calls = sim.engine.requests  # type: ignore[union-attr]
+            # The same fact again (a redelivery or a duplicate publish outside the window).
+            await js.publish(event.SUBJECT, event.model_dump_json().encode())
+            await asyncio.sleep(1.0)
+            assert sim.engine.requests == calls  # type: ignore[union-attr]
+
+
+async def test_malformed_event_is_reported_and_acked(js, nats_settings) -> None:
+    with SimLlmServer(SimConfig(model="m")) as sim:
+        failed = await js.subscribe("kubescribe.summarize.failed")
+        async with running(_settings(nats_settings, sim)):
+            marker = uuid.uuid4().hex
+            await js.publish("kubescribe.transcript.ready", f'{{"junk": "{marker}"}}'.encode())
+            message = await failed.next_msg(timeout=10)
+            assert b"invalid kubescribe.transcript.ready.v1 event" in message.data
+            assert b'"retryable":false' in message.data
+        await failed.unsubscribe()
+
+
+async def test_storm_ends_in_retryable_failure_never_lost(js, nats_settings) -> None:
+    with SimLlmServer(SimConfig(model="m", failure_rate=1.0, retry_after=0.05)) as sim:
+        settings = _settings(nats_settings, sim, retry_deadline_s=0.5, backoff_base_s=0.01, backoff_max_s=0.05)
+        async with running(settings):
+            recording_id, _ = await _submit(js)
+            status = await _wait_done(js, recording_id)
+    assert status.stage is RecordingStage.failed and status.retryable is True
+    assert status.error_stage == "summarize" and "still unavailable" in (status.error or "")
+
+
+async def test_partial_storm_ends_in_success(js, nats_settings) -> None:
+    with SimLlmServer(SimConfig(model="m", failure_rate=0.5, retry_after=0.01, seed=7)) as sim:
+        settings = _settings(nats_settings, sim, retry_deadline_s=30, backoff_base_s=0.01, backoff_max_s=0.05)
+        async with running(settings):
+            ids = [(await _submit(js))[0] for _ in range(8)]
+            statuses = [await _wait_done(js, rid) for rid in ids]
+    assert all(s.stage is RecordingStage.summarized for s in statuses)
+
+
+async def test_concurrency_never_exceeds_its_limit(js, nats_settings) -> None:
+    with SimLlmServer(SimConfig(model="m", ttft=0.1, max_num_seqs=64)) as sim:
+        async with running(_settings(nats_settings, sim, concurrency=3)):
+            ids = [(await _submit(js))[0] for _ in range(12)]
+            statuses = [await _wait_done(js, rid, timeout=30) for rid in ids]
+        assert all(s.stage is RecordingStage.summarized for s in statuses)
+        assert sim.peak_running == 3
+
+
+async def test_broken_stream_is_a_clear_failure(js, nats_settings) -> None:
+    with SimLlmServer(SimConfig(model="m", fault="drop")) as sim:
+        async with running(_settings(nats_settings, sim)):
+            recording_id, _ = await _submit(js)
+            status = await _wait_done(js, recording_id)
+    assert status.stage is RecordingStage.failed and "dropped" in (status.error or "")
+
+
+async def test_silence_needs_no_gateway_call(js, nats_settings) -> None:
+    with SimLlmServer(SimConfig(model="m")) as sim:
+        async with running(_settings(nats_settings, sim)):
+            recording_id, _ = await _submit(js, text="")
+            status = await _wait_done(js, recording_id)
+        assert status.stage is RecordingStage.summarized and sim.engine.requests == 0  # type: ignore[union-attr]
+
+
+async def test_long_transcript_is_map_reduced(js, nats_settings) -> None:
+    long_text = " ".join(f"Point {i}: the team reviewed item {i} of the roadmap." for i in range(400))
+    with SimLlmServer(SimConfig(model="m", max_model_len=2048)) as sim:
+        settings = _settings(nats_settings, sim)
+        settings.__dict__["llm"] = LlmSettings(base_url=sim.base_url, model="m", max_tokens=32, max_context_tokens=1024)
+        async with running(settings):
+            recording_id, _ = await _submit(js, text=long_text)
+            status = await _wait_done(js, recording_id)
+    assert status.stage is RecordingStage.summarized, status.error
+    assert status.metrics["llm_requests"] > 2
