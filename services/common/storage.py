@@ -6,14 +6,38 @@ and translate nats-py's errors into ours (a missing object is a permanent failur
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import collections
+import contextlib
 import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
-from services.common.errors import MissingObjectError
+from services.common.errors import KubescribeError, MissingObjectError
 from services.common.events import ObjectRef
+
+logger = logging.getLogger(__name__)
+
+OBJECT_CHUNK_SIZE = 128 * 1024
+"""Same chunk size as nats-py's ``ObjectStore.put``, so every client reads our objects as its own."""
+MAX_INFLIGHT_CHUNKS = 32
+"""Chunk publishes awaiting their ack: 32 x 128 KiB = 4 MiB in flight bounds memory, and is
+deep enough that the loopback round trip never idles the pipe."""
+
+
+class ObjectTooLargeError(KubescribeError):
+    """A streamed object went over ``max_bytes``; what was written of it has been purged."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"object is larger than the limit of {limit} bytes")
+        self.limit = limit
 
 
 async def put_bytes(js: JetStreamContext, bucket: str, name: str, data: bytes) -> ObjectRef:
@@ -52,3 +76,142 @@ async def object_exists(js: JetStreamContext, ref: ObjectRef) -> bool:
     except (ObjectNotFoundError, NotFoundError):
         return False
     return not info.deleted
+
+
+async def put_stream(
+    js: JetStreamContext,
+    bucket: str,
+    name: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    max_bytes: int,
+    before_commit: Callable[[ObjectRef], Awaitable[None]] | None = None,
+    chunk_size: int = OBJECT_CHUNK_SIZE,
+    max_inflight: int = MAX_INFLIGHT_CHUNKS,
+    ack_timeout: float = 10.0,
+    content_type: str | None = None,
+    replace: bool = True,
+) -> ObjectRef:
+    """Write an object from an async byte stream, in the Object Store wire format, with bounded memory.
+
+    Chunk publishes are pipelined (up to ``max_inflight`` unacknowledged) instead of awaited one
+    by one as nats-py's ``ObjectStore.put`` does, so large uploads are not bound by the round trip.
+    The object becomes visible only when its meta message is published, after every chunk is
+    acknowledged and ``before_commit`` (e.g. an audio probe) accepted it. On any failure,
+    including going over ``max_bytes``, a raising ``before_commit`` or cancellation, the chunks
+    written so far are purged, so nothing is orphaned, and the error propagates.
+
+    ``replace=False`` skips looking up an existing object of the same name (whose chunks a
+    replacing put purges): one request less for names that are new by construction (ULIDs).
+    """
+    stream = f"OBJ_{bucket}"
+    nuid = js._nc._nuid.next().decode()  # the same id source nats-py uses for chunk subjects
+    chunk_subject = f"$O.{bucket}.C.{nuid}"
+    meta_subject = f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+    existing = asyncio.ensure_future(_previous_nuid(js, stream, meta_subject) if replace else _nothing())
+    inflight: collections.deque[asyncio.Future] = collections.deque()
+    digest = hashlib.sha256()
+    buffer = bytearray()
+    size = 0
+    sent = 0
+
+    async def send(payload: bytes) -> None:
+        nonlocal sent
+        while len(inflight) >= max_inflight:
+            await _ack(inflight.popleft(), ack_timeout)
+        inflight.append(await js.publish_async(chunk_subject, payload))
+        sent += 1
+
+    try:
+        async for piece in chunks:
+            if not piece:
+                continue
+            size += len(piece)
+            if size > max_bytes:
+                raise ObjectTooLargeError(max_bytes)
+            digest.update(piece)
+            buffer += piece
+            while len(buffer) >= chunk_size:
+                payload = bytes(buffer[:chunk_size])
+                del buffer[:chunk_size]
+                await send(payload)
+        if buffer:
+            await send(bytes(buffer))
+            buffer.clear()
+        while inflight:
+            await _ack(inflight.popleft(), ack_timeout)
+        ref = ObjectRef(bucket=bucket, name=name, size=size, sha256=digest.hexdigest())
+        if before_commit is not None:
+            await before_commit(ref)
+        info = api.ObjectInfo(
+            name=name,
+            bucket=bucket,
+            nuid=nuid,
+            size=size,
+            chunks=sent,
+            mtime=datetime.now(UTC).isoformat(),
+            digest="SHA-256=" + base64.urlsafe_b64encode(digest.digest()).decode(),
+            options=api.ObjectMetaOptions(max_chunk_size=chunk_size),
+            headers={"Content-Type": [content_type]} if content_type else None,
+        )
+        await js.publish(
+            meta_subject, json.dumps(info.as_dict()).encode(), headers={api.Header.ROLLUP: "sub"}, timeout=ack_timeout
+        )
+    except BaseException:
+        existing.cancel()
+        # Chunks still in flight may be stored after a purge that overtook them: wait for their
+        # acks (or errors) first, then purge.
+        await asyncio.shield(_rollback(js, stream, chunk_subject, list(inflight), ack_timeout))
+        raise
+    previous = await existing
+    if previous and previous != nuid:
+        await _purge(js, stream, f"$O.{bucket}.C.{previous}")
+    return ref
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _rollback(
+    js: JetStreamContext, stream: str, subject: str, inflight: list[asyncio.Future], timeout: float
+) -> None:
+    if inflight:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.gather(*inflight, return_exceptions=True), timeout)
+    await _purge(js, stream, subject)
+
+
+async def _ack(future: asyncio.Future, timeout: float) -> None:
+    await asyncio.wait_for(future, timeout)
+
+
+async def _previous_nuid(js: JetStreamContext, stream: str, meta_subject: str) -> str | None:
+    """Chunk id of an object this put replaces (its chunks are purged after the new meta is written)."""
+    try:
+        msg = await js.get_last_msg(stream, meta_subject)
+    except NotFoundError:
+        return None
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        data = json.loads(msg.data or b"{}")
+        if not data.get("deleted"):
+            return data.get("nuid")
+    return None
+
+
+async def _purge(js: JetStreamContext, stream: str, subject: str) -> None:
+    try:
+        await js.purge_stream(stream, subject=subject)
+    except Exception:  # the caller's error matters more; the object has no meta, so it is invisible
+        logger.exception("could not purge chunks %s of %s", subject, stream)
+
+
+async def delete_object(js: JetStreamContext, ref: ObjectRef) -> None:
+    """Remove an object completely, chunks and meta, leaving not even a tombstone (rollback of a
+    half-done request). A missing object is not an error."""
+    stream = f"OBJ_{ref.bucket}"
+    meta_subject = f"$O.{ref.bucket}.M.{base64.urlsafe_b64encode(ref.name.encode()).decode()}"
+    nuid = await _previous_nuid(js, stream, meta_subject)
+    if nuid:
+        await js.purge_stream(stream, subject=f"$O.{ref.bucket}.C.{nuid}")
+    await js.purge_stream(stream, subject=meta_subject)

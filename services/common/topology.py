@@ -40,6 +40,8 @@ AUDIO_BUCKET = "audio"
 TRANSCRIPTS_BUCKET = "transcripts"
 SUMMARIES_BUCKET = "summaries"
 JOBS_BUCKET = "jobs"
+IDEMPOTENCY_BUCKET = "idempotency"
+"""Ingest's ``Idempotency-Key`` claims: sha256(tenant, key) → recording id, claimed with ``kv.create``."""
 
 DISPATCHER_CONSUMER = "dispatcher"
 SUMMARIZER_CONSUMER = "summarizer"
@@ -116,6 +118,7 @@ async def ensure_topology(js: JetStreamContext, settings: StreamSettings | None 
     for bucket, description in (
         (STATUS_BUCKET, "Status of every recording: stage, job, attempts, timestamps, error"),
         (JOBS_BUCKET, "Transcription job specs, read by the transcriber entrypoint"),
+        (IDEMPOTENCY_BUCKET, "Idempotency-Key claims of ingest uploads: key hash to recording id"),
     ):
         kv_config = KeyValueConfig(
             bucket=bucket,

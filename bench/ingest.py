@@ -1,0 +1,234 @@
+"""Ingest throughput: HTTP uploads against the floor of a raw nats-py Object Store put.
+
+Starts its own nats-server and ingest process (``python -m services.ingest.app``) on free
+ports, then for 100 KiB and 5 MiB WAV recordings at a fixed concurrency measures uploads/s and
+p50/p99 latency of:
+
+- ``nats-py put``: ``ObjectStore.put`` of the same bytes (the floor: no HTTP, no probe, no event);
+- ``put_stream``: our pipelined Object Store writer alone (what ingest uses underneath);
+- ``HTTP ingest``: ``POST /v1/recordings`` end to end (stream, probe, status, AudioReceived).
+
+and prints each one's throughput as a ratio of the floor's, measured in the same run.
+
+    python bench/ingest.py                      # ~1 minute on 2 cores
+    python bench/ingest.py --concurrency 16 --small 400 --large 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.common.ids import new_id
+from services.common.nats_client import connect
+from services.common.settings import NatsSettings
+from services.common.storage import put_stream
+from services.common.topology import AUDIO_BUCKET, ensure_topology
+from services.runtime.nats_server import EmbeddedNatsServer, free_port
+
+console = Console()
+
+
+def wav(size: int, rate: int = 16000) -> bytes:
+    """A 16-bit mono WAV of exactly ``size`` bytes (a quiet sawtooth, so it is not all zeros)."""
+    data_bytes = size - 44
+    header = (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
+    pattern = b"".join(struct.pack("<h", (i % 200) * 10 - 1000) for i in range(200))
+    body = (pattern * (data_bytes // len(pattern) + 1))[:data_bytes]
+    return header + body
+
+
+@dataclass
+class Result:
+    name: str
+    size: int
+    count: int
+    elapsed: float
+    latencies: list[float]
+    ingest_cpu_s: float = 0.0
+    """CPU seconds the ingest process used in this phase (0 for the direct paths)."""
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.elapsed
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def run(
+    name: str, size: int, count: int, concurrency: int, op: Callable[[], Awaitable[None]], progress: Progress
+) -> Result:
+    task = progress.add_task(f"{name} {size // 1024} KiB", total=count)
+    latencies: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            started = time.perf_counter()
+            await op()
+            latencies.append(time.perf_counter() - started)
+            progress.advance(task)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    progress.remove_task(task)
+    return Result(name, size, count, elapsed, latencies)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench(args: argparse.Namespace, nats_url: str, ingest_url: str, ingest_pid: int) -> list[Result]:
+    nc = await connect(NatsSettings(url=nats_url), name="bench-ingest")
+    js = nc.jetstream()
+    await ensure_topology(js)
+    store = await js.object_store(AUDIO_BUCKET)
+    results: list[Result] = []
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    async with httpx.AsyncClient(base_url=ingest_url, timeout=120, limits=limits) as client:
+        with Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            for size, count in ((100 << 10, args.small), (5 << 20, args.large)):
+                data = wav(size)
+
+                async def raw_put(data: bytes = data) -> None:
+                    await store.put(new_id(), data)
+
+                async def stream_put(data: bytes = data) -> None:
+                    async def pieces():
+                        for start in range(0, len(data), 64 << 10):
+                            yield data[start : start + (64 << 10)]
+
+                    await put_stream(js, AUDIO_BUCKET, new_id(), pieces(), max_bytes=1 << 30)
+
+                async def http_upload(data: bytes = data) -> None:
+                    response = await client.post("/v1/recordings", content=data, headers={"Content-Type": "audio/wav"})
+                    if response.status_code != 202:
+                        raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
+
+                await http_upload()  # warm-up: connections, imports, first probe
+                await raw_put()
+                for name, op in (("nats-py put", raw_put), ("put_stream", stream_put), ("HTTP ingest", http_upload)):
+                    cpu_before = cpu_seconds(ingest_pid)
+                    result = await run(name, size, count, args.concurrency, op, progress)
+                    if name == "HTTP ingest":
+                        result.ingest_cpu_s = cpu_seconds(ingest_pid) - cpu_before
+                    results.append(result)
+    await nc.drain()
+    return results
+
+
+def report(results: list[Result], concurrency: int) -> None:
+    table = Table(title=f"ingest at concurrency {concurrency} (ratio = uploads/s over the nats-py put floor)")
+    for column in ("size", "path", "n", "uploads/s", "MiB/s", "p50 ms", "p99 ms", "ratio"):
+        table.add_column(column, justify="right" if column not in ("path",) else "left")
+    floors = {r.size: r.rate for r in results if r.name == "nats-py put"}
+    for r in results:
+        table.add_row(
+            f"{r.size // 1024} KiB",
+            r.name,
+            str(r.count),
+            f"{r.rate:.1f}",
+            f"{r.rate * r.size / 2**20:.1f}",
+            f"{r.percentile(0.5) * 1000:.1f}",
+            f"{r.percentile(0.99) * 1000:.1f}",
+            f"{r.rate / floors[r.size]:.2f}",
+        )
+    console.print(table)
+    for r in results:
+        if r.name == "HTTP ingest":
+            console.print(
+                f"HTTP ingest {r.size // 1024} KiB: {r.rate:.1f} uploads/s, p50 {r.percentile(0.5) * 1000:.1f} ms, "
+                f"p99 {r.percentile(0.99) * 1000:.1f} ms, {r.rate / floors[r.size]:.2f}x the raw put floor; "
+                f"ingest CPU {r.ingest_cpu_s / r.count * 1000:.2f} ms per upload"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--small", type=int, default=300, help="100 KiB uploads per path")
+    parser.add_argument("--large", type=int, default=30, help="5 MiB uploads per path")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
+        work = Path(tmp)
+        with EmbeddedNatsServer(work / "nats", log_file=work / "nats.log") as nats_server:
+            port = free_port()
+            env = {
+                **os.environ,
+                "KUBESCRIBE_NATS_URL": nats_server.url,
+                "KUBESCRIBE_INGEST_PORT": str(port),
+                "KUBESCRIBE_TELEMETRY_SPAN_FILE": str(work / "spans.jsonl"),
+            }
+            env.pop("KUBESCRIBE_API_TOKEN", None)
+            with open(work / "ingest.log", "wb") as log:
+                ingest = subprocess.Popen(
+                    [sys.executable, "-m", "services.ingest.app"], env=env, stdout=log, stderr=log
+                )
+                try:
+                    url = f"http://127.0.0.1:{port}"
+                    _wait_ready(url, ingest, work / "ingest.log")
+                    results = asyncio.run(bench(args, nats_server.url, url, ingest.pid))
+                finally:
+                    ingest.terminate()
+                    try:
+                        ingest.wait(10)
+                    except subprocess.TimeoutExpired:
+                        ingest.kill()
+        report(results, args.concurrency)
+
+
+def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"ingest exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"ingest did not become ready: {log.read_text()}")
+
+
+if __name__ == "__main__":
+    main()

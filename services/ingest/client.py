@@ -1,0 +1,186 @@
+"""Submitting recordings from Python: over HTTP to the ingest API, or directly over NATS.
+
+:func:`publish_recording` is the one piece of code that publishes a recording directly: it puts
+the bytes into the ``audio`` Object Store, then publishes ``AudioReceived`` pointing at them
+(the same order ingest uses, so a consumer never sees an event without its object). Used by
+``kubescribe submit --nats`` and by the load generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from nats.js import JetStreamContext
+from opentelemetry import context as otel_context
+from pydantic import ValidationError
+
+from services.common.errors import InvalidEventError, KubescribeError
+from services.common.events import AudioReceived, Priority
+from services.common.ids import new_id
+from services.common.messaging import publish_event
+from services.common.storage import delete_object, put_stream
+from services.common.telemetry import StageSpan, tracer
+from services.common.topology import AUDIO_BUCKET
+from services.ingest.probe import probe_file
+
+READ_SIZE = 1 << 20
+"""Read files a MiB at a time: few syscalls, bounded memory."""
+
+Progress = Callable[[int], None]
+"""Called with the number of bytes just sent."""
+
+
+class SubmitError(KubescribeError):
+    """The ingest API refused an upload; the message carries its status and reason."""
+
+
+def content_type_of(path: Path) -> str:
+    guessed, _ = mimetypes.guess_type(path.name)
+    if guessed and guessed.startswith("audio/"):
+        return guessed
+    return {".flac": "audio/flac", ".ogg": "audio/ogg", ".opus": "audio/ogg", ".m4a": "audio/mp4"}.get(
+        path.suffix.lower(), "application/octet-stream"
+    )
+
+
+async def _file_chunks(path: Path, progress: Progress | None = None) -> AsyncIterator[bytes]:
+    with open(path, "rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, READ_SIZE):
+            if progress:
+                progress(len(chunk))
+            yield chunk
+
+
+async def publish_recording(
+    js: JetStreamContext,
+    path: Path,
+    *,
+    tenant: str = "default",
+    priority: Priority | str = Priority.normal,
+    source: str = "kubescribe/client",
+    recording_id: str | None = None,
+    model: str | None = None,
+    language: str | None = None,
+    max_bytes: int = 20 << 30,
+    progress: Progress | None = None,
+    probe: bool = True,
+) -> AudioReceived:
+    """Put ``path`` into the ``audio`` store and publish its ``AudioReceived``; returns the event.
+
+    With ``probe`` (the default) the file's header is read first, so non-audio is refused here
+    (``UnsupportedAudioError``) and the event carries the duration the dispatcher packs jobs by.
+    The event is built before anything is stored, so an invalid tenant stores nothing. If the
+    publish fails the object is deleted again.
+    """
+    path = Path(path)
+    duration = (await asyncio.to_thread(probe_file, path)).duration_s if probe else None
+    recording_id = recording_id or new_id()
+    try:
+        draft = _draft(path, recording_id, source, tenant, priority, duration, model, language)
+    except ValueError as exc:  # pydantic's ValidationError, or an unknown Priority
+        reason = "; ".join(e["msg"] for e in exc.errors()[:3]) if isinstance(exc, ValidationError) else str(exc)
+        raise InvalidEventError(f"cannot submit {path.name}: {reason}") from exc
+    with tracer("kubescribe.ingest").start_as_current_span(
+        StageSpan.INGEST,
+        context=otel_context.Context(),  # the root of the recording's trace, as for HTTP uploads
+        attributes={"kubescribe.recording_id": recording_id, "kubescribe.tenant": tenant},
+    ):
+        return await _put_and_publish(js, draft, path, max_bytes, progress)
+
+
+def _draft(
+    path: Path,
+    recording_id: str,
+    source: str,
+    tenant: str,
+    priority: Priority | str,
+    duration: float | None,
+    model: str | None,
+    language: str | None,
+) -> AudioReceived:
+    """The event, validated before anything is stored (its object reference is filled in later)."""
+    return AudioReceived(
+        source=source,
+        recording_id=recording_id,
+        tenant=tenant,
+        priority=Priority(priority),
+        audio={"bucket": AUDIO_BUCKET, "name": recording_id},
+        content_type=content_type_of(path),
+        filename=path.name[:512],
+        duration_s=duration,
+        model=model,
+        language=language,
+    )
+
+
+async def _put_and_publish(
+    js: JetStreamContext, draft: AudioReceived, path: Path, max_bytes: int, progress: Progress | None
+) -> AudioReceived:
+    recording_id = draft.recording_id
+    ref = await put_stream(
+        js,
+        AUDIO_BUCKET,
+        recording_id,
+        _file_chunks(path, progress),
+        max_bytes=max_bytes,
+        content_type=draft.content_type,
+    )
+    event = draft.model_copy(update={"audio": ref})
+    try:
+        await publish_event(js, event)
+    except BaseException:
+        await asyncio.shield(delete_object(js, ref))
+        raise
+    return event
+
+
+async def _async_http_body(path: Path, progress: Progress | None) -> AsyncIterator[bytes]:
+    async for chunk in _file_chunks(path, progress):
+        yield chunk
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def upload_file(
+    client: httpx.AsyncClient,
+    path: Path,
+    *,
+    tenant: str | None = None,
+    priority: str | None = None,
+    idempotency_key: str | None = None,
+    token: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """POST ``path`` as a raw, streamed body to ``/v1/recordings``; returns the 202 body."""
+    path = Path(path)
+    headers = {
+        "Content-Type": content_type_of(path),
+        "Content-Length": str(path.stat().st_size),
+        "X-Filename": path.name,
+        **auth_headers(token),
+    }
+    if tenant:
+        headers["X-Tenant"] = tenant
+    if priority:
+        headers["X-Priority"] = priority
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    response = await client.post("/v1/recordings", content=_async_http_body(path, progress), headers=headers)
+    if response.status_code != 202:
+        raise SubmitError(f"{path.name}: HTTP {response.status_code}: {_reason(response)}")
+    return response.json()
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return str(body.get("detail") or body)
+    except ValueError:
+        return response.text[:200]

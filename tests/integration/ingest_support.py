@@ -1,0 +1,107 @@
+"""Helpers for the ingest tests: the real app under uvicorn on 127.0.0.1, and store counters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from services.common.settings import ApiSettings, IngestSettings, NatsSettings, Settings
+from services.common.topology import AUDIO_BUCKET, AUDIO_STREAM
+from services.ingest.api import create_app
+from services.runtime.nats_server import free_port
+
+
+def make_settings(nats: NatsSettings, *, max_upload_bytes: int = 64 << 20, token: str | None = None) -> Settings:
+    settings = Settings()
+    port = free_port()
+    settings.nats = nats  # type: ignore[misc]  # cached_property: assigning overrides it
+    settings.ingest = IngestSettings(port=port, max_upload_bytes=max_upload_bytes)  # type: ignore[misc]
+    settings.api = ApiSettings(api_token=token)  # type: ignore[misc]
+    return settings
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def running_ingest(settings: Settings, nc) -> AsyncIterator[str]:
+    """Serve the app on the test's event loop; yields its base URL and stops it afterwards."""
+    config = uvicorn.Config(
+        create_app(settings, nc=nc),
+        host="127.0.0.1",
+        port=settings.ingest.port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = _QuietServer(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task
+        await asyncio.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{settings.ingest.port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def store_counts(js) -> tuple[int, int]:
+    """(messages in the audio Object Store's stream, events in the AUDIO stream): nothing left behind
+    means both are unchanged."""
+    objects = (await js.stream_info(f"OBJ_{AUDIO_BUCKET}")).state.messages
+    events = (await js.stream_info(AUDIO_STREAM)).state.messages
+    return objects, events
+
+
+@contextlib.contextmanager
+def ingest_subprocess(nats_url: str, tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``python -m services.ingest.app`` as a child process (like a pod); yields it and its base URL."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "KUBESCRIBE_NATS_URL": nats_url,
+        "KUBESCRIBE_INGEST_PORT": str(port),
+        "KUBESCRIBE_TELEMETRY_SPAN_FILE": str(tmp_path / "spans.jsonl"),
+        **env,
+    }
+    if "KUBESCRIBE_API_TOKEN" not in env:
+        environment.pop("KUBESCRIBE_API_TOKEN", None)
+    log_path = tmp_path / f"ingest-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.ingest.app"], env=environment, stdout=log, stderr=log
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"ingest exited: {log_path.read_text()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"ingest not ready: {log_path.read_text()}")
+                time.sleep(0.05)
+            yield process, base
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
