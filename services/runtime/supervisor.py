@@ -1,0 +1,290 @@
+"""Process supervision for the embedded runtime: start, watch, health-check and stop children.
+
+Each service runs as its own process (like a pod), in its own process group, with its output
+prefixed by its name and interleaved on the console and copied to ``<log_dir>/<name>.log``.
+Stopping must leave no orphan, including children of children (the dispatcher's transcriber
+subprocesses), so :meth:`ManagedProcess.stop` collects the whole process tree from ``/proc``
+before signalling, signals the group and every descendant, and escalates to SIGKILL. Children
+also get ``PR_SET_PDEATHSIG`` so that even a SIGKILLed supervisor does not leave them running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from services.common.errors import KubescribeError
+
+logger = logging.getLogger(__name__)
+
+LogSink = Callable[[str, str], None]
+"""Receives ``(process name, one line of its output)``."""
+
+HealthCheck = Callable[[], bool]
+
+_PR_SET_PDEATHSIG = 1
+_libc = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError):
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """In the child before exec: get SIGTERM when the supervising thread dies, however it dies."""
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+# ---------------------------------------------------------------- process tree
+
+
+def _ppid_map() -> dict[int, int]:
+    """pid → parent pid of every process, read from ``/proc``."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                data = stat.read()
+        except OSError:
+            continue
+        # The command name is in parentheses and may contain spaces or ')': split on the last one.
+        fields = data.rsplit(b")", 1)[-1].split()
+        if len(fields) > 2:
+            parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _ppid_map().items():
+        children.setdefault(parent, []).append(child)
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state not in (b"Z", b"X")
+
+
+def _signal_all(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+# ---------------------------------------------------------------- health checks
+
+
+def http_ok(url: str, timeout: float = 1.0) -> HealthCheck:
+    """Healthy when ``GET url`` answers 2xx."""
+
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return 200 <= response.status < 300
+        except (OSError, ValueError):
+            return False
+
+    return check
+
+
+def file_exists(path: Path) -> HealthCheck:
+    """Healthy once ``path`` exists (a consumer writes its ready file once it is consuming)."""
+    return lambda: Path(path).exists()
+
+
+# ---------------------------------------------------------------- processes
+
+
+@dataclass
+class ProcessSpec:
+    """What to run; ``ready`` is polled after start until it passes."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to the supervisor's own environment."""
+    ready: HealthCheck | None = None
+    ready_timeout: float = 60.0
+    stop_timeout: float = 10.0
+    """Grace period between SIGTERM and SIGKILL; a service drains in-flight work in it."""
+
+
+class ProcessFailedError(KubescribeError):
+    """A child exited or did not become ready in time; the message carries its last output."""
+
+
+class ManagedProcess:
+    """One child process in its own process group, with its output pumped to a sink and a log file."""
+
+    def __init__(self, spec: ProcessSpec, *, sink: LogSink, log_dir: Path | None = None) -> None:
+        self.spec = spec
+        self.sink = sink
+        self.log_path = log_dir / f"{spec.name}.log" if log_dir else None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pump: threading.Thread | None = None
+        self._tail: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.poll() if self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
+        preexec = _die_with_parent if threading.current_thread() is threading.main_thread() else None
+        self._process = subprocess.Popen(
+            self.spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group: signals reach its children too
+            preexec_fn=preexec,  # only a prctl call
+        )
+        logger.debug("started %s (pid %d): %s", self.name, self._process.pid, " ".join(self.spec.argv))
+        self._pump = threading.Thread(target=self._pump_output, name=f"log-{self.name}", daemon=True)
+        self._pump.start()
+
+    def _pump_output(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        log: IO[str] | None = None
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+        try:
+            for raw in iter(self._process.stdout.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\n")
+                self._tail = [*self._tail[-39:], line]
+                if log:
+                    log.write(line + "\n")
+                    log.flush()
+                with contextlib.suppress(Exception):
+                    self.sink(self.name, line)
+        finally:
+            if log:
+                log.close()
+
+    def output_tail(self) -> str:
+        return "\n".join(self._tail[-20:])
+
+    def wait_ready(self, *, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Poll the health check; fail fast if the process exits first."""
+        if self.spec.ready is None:
+            return
+        deadline = time.monotonic() + self.spec.ready_timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise ProcessFailedError(
+                    f"{self.name} exited with status {self.returncode} before it was ready; "
+                    f"last output:\n{self.output_tail()}"
+                )
+            if should_stop():
+                raise ProcessFailedError(f"{self.name}: interrupted while waiting for it to become ready")
+            if self.spec.ready():
+                return
+            time.sleep(0.05)
+        raise ProcessFailedError(
+            f"{self.name} was not ready within {self.spec.ready_timeout:.0f}s; last output:\n{self.output_tail()}"
+        )
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM the group and every descendant, wait, then SIGKILL whatever is left."""
+        process = self._process
+        if process is None:
+            return
+        timeout = self.spec.stop_timeout if timeout is None else timeout
+        tree = descendants(process.pid)
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGTERM)
+        _signal_all(tree, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            tree |= descendants(process.pid) if process.poll() is None else set()
+            if process.poll() is not None and not any(pid_alive(pid) for pid in tree):
+                break
+            time.sleep(0.05)
+        else:
+            logger.warning("%s did not stop within %.0fs: killing it", self.name, timeout)
+        if process.poll() is None:
+            tree |= descendants(process.pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        _signal_all((pid for pid in tree if pid_alive(pid)), signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
+        if self._pump:
+            self._pump.join(timeout=2)
+        if process.stdout:
+            process.stdout.close()
+
+
+class Supervisor:
+    """Starts processes in order, and stops them in reverse order."""
+
+    def __init__(self, *, sink: LogSink, log_dir: Path | None = None) -> None:
+        self.sink = sink
+        self.log_dir = log_dir
+        self.processes: list[ManagedProcess] = []
+
+    def start(
+        self, spec: ProcessSpec, *, wait: bool = True, should_stop: Callable[[], bool] = lambda: False
+    ) -> ManagedProcess:
+        process = ManagedProcess(spec, sink=self.sink, log_dir=self.log_dir)
+        self.processes.append(process)
+        process.start()
+        if wait:
+            process.wait_ready(should_stop=should_stop)
+        return process
+
+    def exited(self) -> list[ManagedProcess]:
+        """Processes that died on their own (a crashed service)."""
+        return [p for p in self.processes if not p.running]
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            try:
+                process.stop()
+            except Exception:  # keep stopping the others: no orphan, whatever happens
+                logger.exception("stopping %s failed", process.name)
+        self.processes.clear()

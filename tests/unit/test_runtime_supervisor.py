@@ -1,0 +1,107 @@
+"""Process supervision with real processes: prefixed output, readiness, and no orphan on stop."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from services.common.metrics_server import start_metrics_server
+from services.runtime.supervisor import (
+    ManagedProcess,
+    ProcessFailedError,
+    ProcessSpec,
+    Supervisor,
+    descendants,
+    file_exists,
+    http_ok,
+    pid_alive,
+)
+
+# A parent that prints, starts a child in its own group and a grandchild in a new session
+# (escaping the process group, like a transcriber started with start_new_session), then waits.
+TREE = r"""
+import subprocess, sys, time
+print("hello from the parent", flush=True)
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+open(sys.argv[1], "w").write("ready")
+time.sleep(300)
+"""
+
+# Ignores SIGTERM: stop() must escalate to SIGKILL.
+STUBBORN = r"""
+import signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+open(sys.argv[1], "w").write("ready")
+time.sleep(300)
+"""
+
+
+def _wait_gone(pids: set[int], timeout: float = 10) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    return {p for p in pids if pid_alive(p)}
+
+
+def test_stop_kills_the_whole_tree_including_children_that_left_the_group(tmp_path: Path) -> None:
+    lines: list[tuple[str, str]] = []
+    ready = tmp_path / "ready"
+    supervisor = Supervisor(sink=lambda name, line: lines.append((name, line)), log_dir=tmp_path / "logs")
+    process = supervisor.start(
+        ProcessSpec("tree", [sys.executable, "-c", TREE, str(ready)], ready=file_exists(ready), ready_timeout=20)
+    )
+    deadline = time.monotonic() + 10
+    while len(descendants(process.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    tree = {process.pid, *descendants(process.pid)}
+    assert len(tree) == 3
+    supervisor.stop_all()
+    assert _wait_gone(tree) == set()
+    assert ("tree", "hello from the parent") in lines
+    assert "hello from the parent" in (tmp_path / "logs" / "tree.log").read_text()
+
+
+def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    spec = ProcessSpec(
+        "stubborn", [sys.executable, "-c", STUBBORN, str(ready)], ready=file_exists(ready), stop_timeout=0.5
+    )
+    process = ManagedProcess(spec, sink=lambda name, line: None)
+    process.start()
+    process.wait_ready()
+    pid = process.pid
+    process.stop()
+    assert _wait_gone({pid}) == set()
+    assert process.returncode == -9
+
+
+def test_a_process_that_exits_before_ready_fails_with_its_output(tmp_path: Path) -> None:
+    spec = ProcessSpec(
+        "broken",
+        [sys.executable, "-c", "print('cannot bind port 1234'); raise SystemExit(3)"],
+        ready=lambda: False,
+    )
+    supervisor = Supervisor(sink=lambda name, line: None)
+    with pytest.raises(ProcessFailedError, match="status 3") as failure:
+        supervisor.start(spec)
+    assert "cannot bind port 1234" in str(failure.value)
+    supervisor.stop_all()
+
+
+def test_http_health_check_against_the_metrics_exporter() -> None:
+    server = start_metrics_server(0, host="127.0.0.1")
+    assert server is not None
+    try:
+        assert http_ok(server.url)()
+    finally:
+        server.stop()
+    assert not http_ok(server.url, timeout=0.2)()
+
+
+def test_metrics_exporter_is_off_without_a_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBESCRIBE_METRICS_PORT", raising=False)
+    assert start_metrics_server() is None
