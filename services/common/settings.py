@@ -228,6 +228,46 @@ class KubernetesSettings(BaseSettings):
     service_account: str | None = None
     use_das: bool = True
     """Request ``nvidia.com/mig-<profile>`` slices (DAS) instead of CPU."""
+    use_kueue: bool = True
+    """Label Jobs for Kueue and create them suspended; false (no Kueue installed) starts them at once."""
+    instance: str = "kubescribe"
+    """``app.kubernetes.io/instance`` of our Jobs (the Helm release): releases sharing a namespace never adopt
+    each other's Jobs."""
+    tenant_queues: dict[str, str] = {}
+    """Per-tenant LocalQueue override, e.g. ``{"acme": "acme-queue"}``; other tenants use ``kueue_queue``."""
+    priority_classes: dict[str, str] = {
+        "high": "kubescribe-high",
+        "normal": "kubescribe-normal",
+        "low": "kubescribe-low",
+    }
+    """priority → WorkloadPriorityClass name (``kueue.x-k8s.io/priority-class``); the chart creates them."""
+    backoff_limit: int = 0
+    """Pod retries inside one Job; 0 because the dispatcher owns retries and counts attempts per recording."""
+    active_deadline_s: int = 3600
+    """A Job running over an hour is stuck (a job holds minutes of audio): fail it, the dispatcher retries."""
+    ttl_after_finished_s: int = 600
+    """Finished Jobs stay ten minutes so the watch and ``kubectl`` can see how they ended, then are collected."""
+    cpu: str = "1"
+    """CPU request and limit of a CPU transcriber (one CTranslate2 thread per process is the fastest here)."""
+    memory: str = "2Gi"
+    """Memory request and limit; tiny..small fit in 2 GiB, medium/large on CPU need more."""
+    gpu_cpu: str = "1"
+    """CPU request of a transcriber on a DAS slice: it only feeds the GPU."""
+    gpu_memory: str = "4Gi"
+    """Memory request and limit on a DAS slice (decoding audio, model staging)."""
+    env_config_map: str | None = None
+    """ConfigMap of shared ``KUBESCRIBE_*``/``OTEL_*`` settings passed to every Job (the chart creates it)."""
+    model_cache_pvc: str | None = None
+    """PVC holding Whisper models; unset uses the model baked into the image (an emptyDir takes downloads)."""
+    model_cache_path: str = "/var/cache/kubescribe/models"
+    """Where the model cache is mounted; the Job sets ``KUBESCRIBE_WHISPER_DOWNLOAD_ROOT`` to it."""
+    image_pull_policy: str = "IfNotPresent"
+    node_selector: dict[str, str] = {}
+    """Extra pod nodeSelector (e.g. GPU nodes); DAS itself needs none."""
+    tolerations: list[dict] = []
+    """Pod tolerations, e.g. for tainted GPU nodes (JSON in the environment)."""
+    watch_timeout_s: int = 300
+    """Server-side timeout of one watch request; the watch then resumes from its last resourceVersion."""
 
 
 class Settings:
