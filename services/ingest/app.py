@@ -58,11 +58,17 @@ async def serve(settings: Settings | None = None, *, ready: asyncio.Event | None
             logger.info("ingest listening on http://%s:%s", settings.ingest.host, settings.ingest.port)
             if ready is not None:
                 ready.set()
-            await task
+            # Shielded: cancelling serve must not cancel uvicorn's task (it would print a
+            # CancelledError traceback); it is asked to exit below and stops on its own.
+            await asyncio.shield(task)
         finally:
             server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), 10)
+            if not task.done():  # past the graceful timeout: stop it the hard way
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()

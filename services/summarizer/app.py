@@ -1,9 +1,18 @@
-"""The summarizer service: a durable pull consumer on TRANSCRIPTS with bounded concurrency.
+"""The summarizer service: FastStream wiring of a durable pull consumer on TRANSCRIPTS.
 
-Why a pull consumer with explicit acks and a semaphore: the summarizer only fetches as many
-messages as it has free slots (``SummarizerSettings.concurrency``), so when the gateway is slow
-the backlog stays in JetStream, where KEDA's ``nats-jetstream`` scaler sees it as consumer lag
-(the durable is named ``summarizer`` for that reason), instead of piling up in memory.
+- :func:`build_router`: the subscriber (durable ``summarizer``, the name KEDA's scaler reads;
+  pull, explicit acks) and the channels it publishes, so the AsyncAPI export describes the
+  service as it runs (:mod:`services.asyncapi` imports the module-level :data:`router`).
+- :func:`build_broker`: a ``NatsBroker`` with ``NatsTelemetryMiddleware``, so the trace context
+  travels in the message headers.
+- :func:`build_app`: the ``FastStream`` app; its lifespan connects, ensures the topology (the
+  stream is never redeclared by FastStream: ``JStream(declare=False)``) and builds the
+  long-lived resources (the gateway's httpx client, the prompt builder, :class:`InFlight`),
+  which the subscriber receives through ``Context``.
+- :func:`serve`: the service contract of ``kubescribe serve summarizer``.
+
+Concurrency (``SummarizerSettings.concurrency``) is bounded by :class:`InFlight`, which also
+makes sure that no message is fetched before a slot is free (see its module).
 """
 
 from __future__ import annotations
@@ -11,152 +20,122 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
+from faststream import ContextRepo, FastStream
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.security import BaseSecurity
+from nats.errors import NoServersError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from services.common.nats_client import connect
-from services.common.settings import Settings
+from services.common.errors import ConfigurationError
+from services.common.events import RecordingFailed, Stage, SummaryReady, failed_subject
+from services.common.settings import NatsSettings, Settings
 from services.common.telemetry import setup_telemetry
-from services.common.topology import SUMMARIZER_CONSUMER, TRANSCRIPT_READY, TRANSCRIPTS_STREAM, ensure_topology
+from services.common.topology import (
+    SUMMARIZER_CONSUMER,
+    SUMMARY_READY,
+    TRANSCRIPT_READY,
+    TRANSCRIPTS_STREAM,
+    ensure_topology,
+)
 from services.summarizer.client import ChatClient, RetryPolicy, instrument_httpx
-from services.summarizer.handlers import SummarizeHandler
+from services.summarizer.handlers import INFLIGHT, SummarizeHandler, on_transcript_ready
+from services.summarizer.inflight import MAX_DELIVER, InFlight
 from services.summarizer.prompts import PromptBuilder
 from services.summarizer.settings import PromptSettings, SummarizerServiceSettings
 
+__all__ = ["MAX_DELIVER", "build_app", "build_broker", "build_handler", "build_router", "router", "serve"]
+
 logger = logging.getLogger(__name__)
 
-MAX_DELIVER = 5
-"""A message whose handler crashed (a bug, NATS down) this many times is reported, not retried forever."""
+FETCH_TIMEOUT_S = 1.0
+"""How long one idle pull request waits at the server. Short, because a message the server hands to
+a request outstanding at shutdown waits for ``ack_wait`` before it is redelivered."""
 
 
-class SummarizerConsumer:
-    """Fetches at most ``concurrency`` messages at a time and handles each in its own task."""
+def build_router(
+    *,
+    durable: str = SUMMARIZER_CONSUMER,
+    ack_wait_s: float = SummarizerServiceSettings.model_fields["ack_wait_s"].default,
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+) -> NatsRouter:
+    """The summarizer's subscriber and publishers (tests pass their own ``durable``)."""
+    router = NatsRouter()
+    router.subscriber(
+        TRANSCRIPT_READY,
+        stream=JStream(TRANSCRIPTS_STREAM, declare=False),  # ensure_topology owns the stream
+        durable=durable,
+        config=ConsumerConfig(
+            durable_name=durable,
+            ack_policy=JsAckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            max_deliver=MAX_DELIVER,
+            deliver_policy=deliver_policy,
+            filter_subject=TRANSCRIPT_READY,
+            description="kubescribe summarizer: TranscriptReady -> SummaryReady",
+        ),
+        # One message per fetch, and the next fetch only once InFlight has a free slot.
+        pull_sub=PullSub(batch_size=1, timeout=FETCH_TIMEOUT_S),
+        ack_policy=AckPolicy.MANUAL,  # InFlight acks, naks or reports every message
+        no_reply=True,
+        title="summarizer:TranscriptReady",
+        description=(
+            "Streams a summary from the OpenAI-compatible gateway (GAIE/llm-d or the local server). "
+            f"Durable pull consumer `{SUMMARIZER_CONSUMER}` (named by KEDA's scaler)."
+        ),
+    )(on_transcript_ready)
+    # Declared for the AsyncAPI document; the handler publishes with publish_event (Nats-Msg-Id).
+    router.publisher(
+        SUMMARY_READY,
+        schema=SummaryReady,
+        title="summarizer:SummaryReady",
+        description="The summary document is in the `summaries` Object Store.",
+    )
+    router.publisher(
+        failed_subject(Stage.summarize),
+        schema=RecordingFailed,
+        title="summarizer:RecordingFailed",
+        description="A transcript that could not be summarized (retryable after a gateway storm).",
+    )
+    return router
 
-    def __init__(
-        self,
-        js: JetStreamContext,
-        handler: SummarizeHandler,
-        *,
-        concurrency: int,
-        durable: str = SUMMARIZER_CONSUMER,
-        ack_wait_s: float = 60.0,
-        deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
-    ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"KUBESCRIBE_SUMMARIZER_CONCURRENCY must be >= 1, got {concurrency}")
-        self.js = js
-        self.handler = handler
-        self.concurrency = concurrency
-        self.durable = durable
-        self.ack_wait_s = ack_wait_s
-        self.deliver_policy = deliver_policy
-        self.in_flight = 0
-        self.peak_in_flight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def subscribe(self) -> JetStreamContext.PullSubscription:
-        return await self.js.pull_subscribe(
-            TRANSCRIPT_READY,
-            durable=self.durable,
-            stream=TRANSCRIPTS_STREAM,
-            config=ConsumerConfig(
-                durable_name=self.durable,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait_s,
-                max_deliver=MAX_DELIVER,
-                deliver_policy=self.deliver_policy,
-                filter_subject=TRANSCRIPT_READY,
-                description="kubescribe summarizer: TranscriptReady -> SummaryReady",
-            ),
-        )
+router = build_router()
+"""The router as deployed (durable ``summarizer``), for the AsyncAPI export."""
 
-    async def run(self, ready: asyncio.Event | None = None) -> None:
-        subscription = await self.subscribe()
-        slots = asyncio.Semaphore(self.concurrency)
-        if ready is not None:
-            ready.set()
-        logger.info("summarizer consuming %s as %s (concurrency %d)", TRANSCRIPT_READY, self.durable, self.concurrency)
-        try:
-            while True:
-                await slots.acquire()
-                taken = 1
-                while taken < self.concurrency and not slots.locked():
-                    await slots.acquire()
-                    taken += 1
-                try:
-                    messages = await subscription.fetch(taken, timeout=1.0)
-                except (TimeoutError, NatsTimeoutError):
-                    messages = []
-                except Exception:
-                    for _ in range(taken):
-                        slots.release()
-                    logger.warning("fetch from %s failed; retrying", self.durable, exc_info=True)
-                    await asyncio.sleep(0.5)
-                    continue
-                for _ in range(taken - len(messages)):
-                    slots.release()
-                for message in messages:
-                    task = asyncio.create_task(self._handle(message, slots))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-        finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
 
-    async def _handle(self, message: Msg, slots: asyncio.Semaphore) -> None:
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        keepalive = asyncio.create_task(self._keep_alive(message))
-        try:
-            await self.handler.handle(message.data, message.headers, message.subject)
-            await message.ack()
-        except asyncio.CancelledError:
-            raise  # shutting down: the message is redelivered to the next consumer
-        except Exception as exc:
-            delivered = message.metadata.num_delivered if message.metadata else 1
-            logger.exception("handling %s failed (delivery %d)", message.subject, delivered)
-            if delivered >= MAX_DELIVER:
-                await self._give_up(message, exc, delivered)
-            else:
-                with contextlib.suppress(Exception):
-                    await message.nak(delay=min(30.0, 2.0**delivered))
-        finally:
-            keepalive.cancel()
-            self.in_flight -= 1
-            slots.release()
+def _security(nats: NatsSettings) -> BaseSecurity | None:
+    if nats.creds_file:
+        from faststream.nats import NatsCredentials
 
-    async def _give_up(self, message: Msg, exc: Exception, delivered: int) -> None:
-        from services.common.events import Stage, recording_id_of
-        from services.common.messaging import report_failure
-        from services.summarizer.handlers import SOURCE
+        return NatsCredentials(str(nats.creds_file))
+    if nats.user:
+        from faststream.nats import NatsUserPassword
 
-        with contextlib.suppress(Exception):
-            await report_failure(
-                self.js,
-                stage=Stage.summarize,
-                reason=f"summarizer crashed {delivered} times on this message: {type(exc).__name__}: {exc}",
-                retryable=True,
-                source=SOURCE,
-                recording_id=recording_id_of(message.data),
-                attempts=delivered,
-                error=exc,
-                subject=message.subject,
-            )
-            await message.ack()
+        return NatsUserPassword(nats.user, nats.password or "")
+    return None
 
-    async def _keep_alive(self, message: Msg) -> None:
-        """In-progress acks so a long generation is not redelivered while it runs."""
-        with contextlib.suppress(asyncio.CancelledError):
-            while True:
-                await asyncio.sleep(self.ack_wait_s / 3)
-                with contextlib.suppress(Exception):
-                    await message.in_progress()
+
+def build_broker(settings: Settings | None = None, *, routers: tuple[NatsRouter, ...] = ()) -> NatsBroker:
+    """A broker with the connection options every service shares and trace propagation in headers."""
+    nats = (settings or Settings()).nats
+    return NatsBroker(
+        nats.url,
+        name="kubescribe-summarizer",
+        connect_timeout=nats.connect_timeout,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        security=_security(nats),
+        middlewares=(NatsTelemetryMiddleware(),),
+        routers=routers,
+        logger=logger,
+        description="Embedded nats-server or the cluster's NATS",
+    )
 
 
 def build_handler(js: JetStreamContext, settings: Settings, client: ChatClient | None = None) -> SummarizeHandler:
@@ -168,6 +147,64 @@ def build_handler(js: JetStreamContext, settings: Settings, client: ChatClient |
     return SummarizeHandler(js, client, PromptBuilder(settings.llm, PromptSettings()))
 
 
+async def _jetstream(broker: NatsBroker, nats: NatsSettings) -> JetStreamContext:
+    try:
+        connection = await broker.connect()
+    except (NoServersError, OSError, TimeoutError) as exc:
+        raise ConfigurationError(
+            f"cannot reach NATS at {nats.url}: {exc}; start one with `kubescribe up` or set KUBESCRIBE_NATS_URL"
+        ) from exc
+    return connection.jetstream(timeout=nats.request_timeout)
+
+
+def build_app(
+    settings: Settings | None = None,
+    *,
+    durable: str = SUMMARIZER_CONSUMER,
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+) -> FastStream:
+    """The FastStream app (``faststream run services.summarizer.app:build_app --factory`` works too)."""
+    settings = settings or Settings()
+    service = SummarizerServiceSettings()
+    broker = build_broker(
+        settings,
+        routers=(build_router(durable=durable, ack_wait_s=service.ack_wait_s, deliver_policy=deliver_policy),),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+        js = await _jetstream(broker, settings.nats)
+        await ensure_topology(js, settings.streams)
+        handler = build_handler(js, settings)
+        context.set_global(
+            INFLIGHT, InFlight(handler, concurrency=settings.summarizer.concurrency, ack_wait_s=service.ack_wait_s)
+        )
+        logger.info(
+            "summarizer consuming %s as %s (concurrency %d)", TRANSCRIPT_READY, durable, settings.summarizer.concurrency
+        )
+        try:
+            yield
+        finally:
+            await handler.client.aclose()
+            context.reset_global(INFLIGHT)
+
+    async def stop_summaries(context: ContextRepo) -> None:
+        """Stop fetching, then hand the summaries in progress back to JetStream.
+
+        In this order because the subscriber may be waiting in :meth:`InFlight.admit` for a slot:
+        stopping it first marks it not running (its fetch loop ends when admit returns), then
+        closing InFlight frees the slots (their messages are nak'ed) and admit returns.
+        """
+        inflight: InFlight | None = context.get(INFLIGHT)
+        stopping = [asyncio.create_task(subscriber.stop()) for subscriber in broker.subscribers]
+        await asyncio.sleep(0)  # each stop marks its subscriber not running before its first await
+        if inflight is not None:
+            await inflight.aclose()
+        await asyncio.gather(*stopping)
+
+    return FastStream(broker, lifespan=lifespan, on_shutdown=[stop_summaries], logger=logger)
+
+
 async def serve(
     settings: Settings | None = None,
     *,
@@ -175,7 +212,11 @@ async def serve(
     durable: str = SUMMARIZER_CONSUMER,
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
 ) -> None:
-    """Run the summarizer until cancelled (the service contract of ``kubescribe serve summarizer``)."""
+    """Run the summarizer until cancelled (the service contract of ``kubescribe serve summarizer``).
+
+    Not ``FastStream.run``: it installs its own signal handlers, and here whoever runs
+    :func:`serve` (the runtime's process, a test) owns the signals and cancels the task.
+    """
     settings = settings or Settings()
     setup_telemetry("kubescribe-summarizer")
     instrument_httpx()
@@ -184,23 +225,12 @@ async def serve(
         from prometheus_client import start_http_server
 
         start_http_server(service.metrics_port)
-    nc = await connect(settings.nats, name="kubescribe-summarizer")
-    handler: SummarizeHandler | None = None
-    try:
-        js = nc.jetstream(timeout=settings.nats.request_timeout)
-        await ensure_topology(js, settings.streams)
-        handler = build_handler(js, settings)
-        consumer = SummarizerConsumer(
-            js,
-            handler,
-            concurrency=settings.summarizer.concurrency,
-            durable=durable,
-            ack_wait_s=service.ack_wait_s,
-            deliver_policy=deliver_policy,
-        )
-        await consumer.run(ready)
-    finally:
-        if handler is not None:
-            await handler.client.aclose()
-        with contextlib.suppress(Exception):
-            await nc.drain()
+    app = build_app(settings, durable=durable, deliver_policy=deliver_policy)
+    async with app.lifespan_context():
+        try:
+            await app.start()
+            if ready is not None:
+                ready.set()
+            await asyncio.Event().wait()
+        finally:
+            await app.stop()

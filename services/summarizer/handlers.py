@@ -17,11 +17,14 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Annotated, Any
 
+from faststream import Context
+from faststream.nats.annotations import NatsMessage
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from pydantic import ValidationError
+from pydantic import ValidationError, ValidatorFunctionWrapHandler, WrapValidator
 
 from services.common.documents import Summary, Transcript
 from services.common.errors import KubescribeError, PermanentError, TemporaryError
@@ -34,12 +37,15 @@ from services.common.topology import SUMMARIES_BUCKET
 from services.summarizer import metrics
 from services.summarizer.client import ChatClient, LlmUnavailableError
 from services.summarizer.domain import SummaryOutcome, summarize_transcript
+from services.summarizer.inflight import InFlight
 from services.summarizer.prompts import PromptBuilder
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "kubescribe/summarizer"
 NO_SPEECH = "No speech was detected in this recording."
+INFLIGHT = "summarizer_inflight"
+"""Context key of the service's :class:`InFlight`, set in the app's lifespan."""
 
 
 @dataclass
@@ -256,3 +262,30 @@ class SummarizeHandler:
         )
         store = await self.store()
         await store.advance(event.recording_id, RecordingStage.summarized, summary=ref)
+
+
+def _pass_invalid(value: Any, validate: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return validate(value)
+    except ValidationError:
+        return value
+
+
+IncomingTranscriptReady = Annotated[TranscriptReady, WrapValidator(_pass_invalid)]
+"""Documented as ``TranscriptReady``, but an invalid payload still reaches the subscriber, whose
+:class:`SummarizeHandler` reports it as a ``RecordingFailed`` and acks it: FastStream's own
+validation error would leave it unacked, redelivered until ``max_deliver`` and then dropped."""
+
+
+async def on_transcript_ready(
+    event: IncomingTranscriptReady,
+    message: NatsMessage,
+    inflight: InFlight = Context(INFLIGHT),
+) -> None:
+    """Summarize one transcript (``TranscriptReady`` in, ``SummaryReady`` or ``RecordingFailed`` out).
+
+    Returns once a slot is free for the next message, so the pull subscriber never fetches
+    more than the service can start; the summary itself runs in the background under
+    :class:`InFlight`, which settles the message.
+    """
+    await inflight.admit(message)

@@ -21,7 +21,7 @@ from services.common.settings import LlmSettings, NatsSettings, Settings, Summar
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import get_bytes, put_bytes
 from services.common.telemetry import StageSpan, setup_telemetry
-from services.common.topology import TRANSCRIPTS_BUCKET
+from services.common.topology import TRANSCRIPTS_BUCKET, TRANSCRIPTS_STREAM
 from services.runtime.sim_llm import SimConfig, SimLlmServer
 from services.summarizer.app import serve
 
@@ -46,16 +46,14 @@ def _settings(nats_settings: NatsSettings, sim: SimLlmServer, **summarizer: floa
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[None]:
+async def running(settings: Settings, durable: str | None = None) -> AsyncIterator[str]:
+    """Serve with a durable of the test's own; yields the durable's name."""
     ready = asyncio.Event()
-    task = asyncio.create_task(
-        serve(
-            settings, ready=ready, durable=f"summarizer-test-{uuid.uuid4().hex[:8]}", deliver_policy=DeliverPolicy.NEW
-        )
-    )
+    durable = durable or f"summarizer-test-{uuid.uuid4().hex[:8]}"
+    task = asyncio.create_task(serve(settings, ready=ready, durable=durable, deliver_policy=DeliverPolicy.NEW))
     try:
         await asyncio.wait_for(ready.wait(), 10)
-        yield
+        yield durable
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -188,6 +186,27 @@ async def test_concurrency_never_exceeds_its_limit(js, nats_settings) -> None:
             statuses = [await _wait_done(js, rid, timeout=30) for rid in ids]
         assert all(s.stage is RecordingStage.summarized for s in statuses)
         assert sim.peak_running == 3
+
+
+async def test_backlog_stays_in_jetstream_and_is_handed_back_on_shutdown(js, nats_settings) -> None:
+    """A slow gateway: only ``concurrency`` messages leave the stream; a shutdown hands them back at once."""
+    with SimLlmServer(SimConfig(model="m", ttft=30, max_num_seqs=64)) as sim:
+        async with running(_settings(nats_settings, sim, concurrency=2)) as durable:
+            ids = [(await _submit(js))[0] for _ in range(6)]
+            deadline = time.monotonic() + 10
+            while sim.engine is None or sim.engine.running < 2:
+                assert time.monotonic() < deadline, "the summarizer never started two summaries"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # room for a fetch that the free slots should not allow
+            info = await js.consumer_info(TRANSCRIPTS_STREAM, durable)
+            assert (info.num_ack_pending, info.num_pending) == (2, 4)
+            assert sim.engine.running == 2
+    # Another replica on the same durable gets the two interrupted ones well before ack_wait (60 s).
+    with SimLlmServer(SimConfig(model="m")) as sim:
+        async with running(_settings(nats_settings, sim), durable=durable):
+            statuses = [await _wait_done(js, rid, timeout=20) for rid in ids]
+    assert all(s.stage is RecordingStage.summarized for s in statuses), [s.error for s in statuses]
+    await js.delete_consumer(TRANSCRIPTS_STREAM, durable)
 
 
 async def test_broken_stream_is_a_clear_failure(js, nats_settings) -> None:
