@@ -54,3 +54,39 @@ async def nc(nats_settings: NatsSettings) -> AsyncIterator:
 @pytest.fixture
 def js(nc):
     return nc.jetstream()
+
+
+@pytest.fixture(scope="session")
+def whisper_engine():
+    """The bundled tiny.en loaded once per session, in-process (the transcriber's own engine)."""
+    from services.transcriber.engine import Engine
+
+    engine = Engine()
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory: pytest.TempPathFactory):
+    """The whole embedded stack as processes (nats-server, simulator LLM, ingest, dispatcher,
+    summarizer) in a fresh data dir on free ports; stopped, with every child, at session end."""
+    from services.runtime.stack import EmbeddedStack, quiet_sink
+
+    data_dir = tmp_path_factory.mktemp("stack")
+    stack = EmbeddedStack(
+        data_dir,
+        llm="sim",
+        nats_port=0,
+        llm_port=0,
+        ingest_port=0,
+        sink=quiet_sink,  # logs stay in <data_dir>/logs/<name>.log
+        sim_config={"ttft": 0.05, "itl": 0.002},
+        env={"KUBESCRIBE_API_TOKEN": ""},
+    )
+    try:
+        stack.start()
+    except Exception as exc:  # pragma: no cover - dumps what the children said
+        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(stack.log_dir.glob("*.log")))
+        pytest.fail(f"embedded stack did not start: {exc}\n{logs}")
+    yield stack
+    stack.stop()

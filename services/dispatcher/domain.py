@@ -119,6 +119,10 @@ def create_backend(kind: str, **options: object) -> JobBackend:
     """The backend registered as ``kind``; an unknown kind names the registered ones."""
     from services.common.errors import ConfigurationError
 
+    if kind not in BACKENDS:
+        from services.dispatcher.backends import load_backends
+
+        load_backends(kind)
     try:
         factory = BACKENDS[kind]
     except KeyError:

@@ -1,0 +1,396 @@
+"""The dispatcher's durable pull consumer on AUDIO: validate, plan, submit, settle, ack.
+
+nats-py is used directly rather than a FastStream subscriber because a message outlives its
+handler here: it is held while its recording waits to be packed and while its job runs (for
+minutes), kept alive by in-progress acks, and acked from the job watcher once the recording's
+outcome is durable in the status KV (transcribed, or failed with a reason).
+
+Idempotency: a redelivered message for a recording that already has an outcome is acked; one
+for a recording held by this dispatcher replaces the held message; one whose status names a
+job the backend still runs is adopted, never dispatched twice. A job that ends without an
+outcome for some recordings (crash, kill -9, eviction) re-plans them with backoff, up to
+``max_attempts``, then fails them with the job's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from services.common.errors import InvalidEventError
+from services.common.events import AudioReceived, Stage, parse_event, recording_id_of, utcnow
+from services.common.messaging import report_failure
+from services.common.settings import Settings
+from services.common.status import RecordingStage, RecordingStatus, StatusStore
+from services.common.storage import object_exists
+from services.common.telemetry import StageSpan, record_span, traceparent_of
+from services.common.topology import AUDIO_RECEIVED, AUDIO_STREAM, DISPATCHER_CONSUMER
+from services.dispatcher import metrics
+from services.dispatcher.domain import TERMINAL_STATES, JobBackend, JobEvent, JobRecording, JobState, TranscriptionJob
+from services.dispatcher.jobs_store import JobStore
+from services.dispatcher.planner import Pending, Planner
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "kubescribe/dispatcher"
+OUTCOMES = (RecordingStage.transcribed, RecordingStage.summarizing, RecordingStage.summarized, RecordingStage.failed)
+
+
+def _ns(at: datetime) -> int:
+    return int(at.timestamp() * 1e9)
+
+
+@dataclass
+class Held:
+    """A recording this dispatcher is responsible for until its outcome is durable."""
+
+    recording: JobRecording
+    model: str
+    msg: Msg
+    created_at: datetime
+    attempts: int = 0
+    job_id: str | None = None
+
+
+@dataclass
+class LiveJob:
+    job: TranscriptionJob
+    submitted_at: datetime = field(default_factory=utcnow)
+
+
+class Dispatcher:
+    """Owns one pull subscription, one planner and one backend."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        backend: JobBackend,
+        settings: Settings | None = None,
+        *,
+        durable: str = DISPATCHER_CONSUMER,
+        deliver_new: bool = False,
+    ) -> None:
+        self.js = js
+        self.backend = backend
+        self.settings = settings or Settings()
+        self.config = self.settings.dispatcher
+        self.durable = durable
+        self.deliver_new = deliver_new
+        self.planner = Planner(self.config)
+        self.held: dict[str, Held] = {}
+        self.jobs: dict[str, LiveJob] = {}
+        self._wake = asyncio.Event()
+        self._status: StatusStore | None = None
+        self._jobs_store: JobStore | None = None
+
+    # --- life cycle --------------------------------------------------------------------------
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Consume until cancelled; on the way out stop the backend and hand every held message back."""
+        self._status = await StatusStore.open(self.js)
+        self._jobs_store = await JobStore.open(self.js)
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.config.ack_wait_s,
+            max_ack_pending=10_000,
+            filter_subject=AUDIO_RECEIVED,
+            deliver_policy=DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL,
+        )
+        sub = await self.js.pull_subscribe(AUDIO_RECEIVED, durable=self.durable, stream=AUDIO_STREAM, config=config)
+        start = getattr(self.backend, "start", None)
+        if callable(start):
+            await start()  # warm the local slots before the first recording arrives
+        tasks = [
+            asyncio.create_task(self._watch(), name="dispatcher-watch"),
+            asyncio.create_task(self._plan_loop(), name="dispatcher-plan"),
+            asyncio.create_task(self._heartbeat(), name="dispatcher-heartbeat"),
+        ]
+        if ready is not None:
+            ready.set()
+        try:
+            await self._fetch_loop(sub)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._shutdown()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _shutdown(self) -> None:
+        await self.backend.aclose()
+        for held in list(self.held.values()):
+            with contextlib.suppress(Exception):
+                await held.msg.nak()  # hand it to the next dispatcher at once, not after ack_wait
+        self.held.clear()
+        metrics.PENDING.set(0)
+
+    # --- consuming ---------------------------------------------------------------------------
+    async def _fetch_loop(self, sub) -> None:
+        while True:
+            try:
+                messages = await sub.fetch(256, timeout=1.0)
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            for msg in messages:
+                try:
+                    await self.accept(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # never crash the consumer; JetStream redelivers after ack_wait
+                    logger.exception("could not accept %s", msg.subject)
+            self._wake.set()
+
+    async def accept(self, msg: Msg) -> None:
+        """Validate one AudioReceived and queue it for planning (or settle it at once)."""
+        assert self._status is not None
+        try:
+            event = parse_event(AudioReceived, msg.data)
+        except InvalidEventError as exc:
+            await self._reject(msg, str(exc), recording_id_of(msg.data), exc)
+            return
+        rid = event.recording_id
+        if rid in self.held:
+            self.held[rid].msg = msg  # a redelivery of what we already hold: ack the latest
+            return
+        status = await self._status.get(rid)
+        if status is not None and status.stage in OUTCOMES:
+            await _ack(msg)
+            return
+        if not await object_exists(self.js, event.audio):
+            reason = (
+                f"audio object {event.audio.bucket}/{event.audio.name} of recording {rid} does not exist: "
+                "upload the bytes before publishing kubescribe.audio.received"
+            )
+            await self._reject(msg, reason, rid, None, tenant=event.tenant)
+            return
+        traceparent = traceparent_of(msg.headers) or (status.traceparent if status else None)
+        recording = JobRecording(
+            recording_id=rid,
+            audio=event.audio,
+            tenant=event.tenant,
+            priority=event.priority,
+            duration_s=event.duration_s,
+            language=event.language,
+            traceparent=traceparent,
+            event_id=event.id,
+        )
+        held = Held(recording, self.planner.model_for(event), msg, event.created_at)
+        held.attempts = status.attempts if status else 0
+        self.held[rid] = held
+        metrics.RECORDINGS_ACCEPTED.inc()
+        metrics.PENDING.set(len(self.held))
+        if status is not None and status.job_id and status.job_id in await self.backend.active():
+            await self._adopt(held, status.job_id)
+            return
+        await self._status.update(rid, lambda s: _queued(s, event, traceparent), create=lambda: _new_status(event))
+        if held.attempts >= self.config.max_attempts:
+            await self._give_up(held, f"its jobs ended without a transcript {held.attempts} times")
+            return
+        self.planner.add(Pending(recording, held.model, time.monotonic(), attempt=held.attempts + 1))
+
+    async def _reject(
+        self, msg: Msg, reason: str, rid: str | None, error: BaseException | None, *, tenant: str = "default"
+    ) -> None:
+        metrics.RECORDINGS_REJECTED.inc()
+        await report_failure(
+            self.js,
+            stage=Stage.dispatch,
+            reason=reason,
+            retryable=False,
+            source=SOURCE,
+            recording_id=rid,
+            error=error,
+            subject=msg.subject,
+            tenant=tenant,
+        )
+        await _ack(msg)
+
+    async def _adopt(self, held: Held, job_id: str) -> None:
+        """A restarted dispatcher finds the recording in a job the backend still runs: wait for it."""
+        assert self._jobs_store is not None
+        held.job_id = job_id
+        if job_id not in self.jobs:
+            job = await self._jobs_store.get(job_id)
+            if job is not None:
+                self.jobs[job_id] = LiveJob(job)
+        logger.info("adopted recording %s in live job %s", held.recording.recording_id, job_id)
+
+    # --- planning and submitting -------------------------------------------------------------
+    async def _plan_loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            free = getattr(self.backend, "free_slots", None)
+            for job in self.planner.plan(now, free() if callable(free) else None):
+                try:
+                    await self._dispatch(job)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a failed submit re-plans its recordings later
+                    logger.exception("could not submit job %s", job.job_id)
+                    for recording in job.recordings:
+                        await self._retry_or_fail(recording.recording_id, f"job submit failed: {exc}")
+            deadline = self.planner.next_deadline(time.monotonic())
+            timeout = None if deadline is None else max(0.01, deadline - time.monotonic())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _dispatch(self, job: TranscriptionJob) -> None:
+        assert self._status is not None and self._jobs_store is not None
+        await self._jobs_store.put(job)
+        now = utcnow()
+        for recording in job.recordings:
+            held = self.held[recording.recording_id]
+            held.job_id = job.job_id
+            held.attempts += 1
+            await self._status.advance(
+                recording.recording_id, RecordingStage.dispatched, job_id=job.job_id, attempts=held.attempts
+            )
+            metrics.QUEUE_WAIT.observe(max(0.0, (now - held.created_at).total_seconds()))
+            record_span(
+                StageSpan.QUEUE_WAIT,
+                start_ns=_ns(held.created_at),
+                end_ns=_ns(now),
+                parent=recording.traceparent,
+                attributes={
+                    "kubescribe.recording_id": recording.recording_id,
+                    "kubescribe.job_id": job.job_id,
+                    "kubescribe.tenant": recording.tenant,
+                    "kubescribe.priority": recording.priority.value,
+                },
+            )
+        self.jobs[job.job_id] = LiveJob(job, submitted_at=now)
+        metrics.JOBS_SUBMITTED.labels(self.backend.kind).inc()
+        metrics.JOB_RECORDINGS.observe(len(job.recordings))
+        logger.info("submitting job %s: %d recordings, %.1f s audio", job.job_id, len(job.recordings), job.audio_s)
+        await self.backend.submit(job)
+
+    # --- job states --------------------------------------------------------------------------
+    async def _watch(self) -> None:
+        async for event in self.backend.watch():
+            try:
+                await self.on_job_event(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("could not handle %s of job %s", event.state, event.job_id)
+
+    async def on_job_event(self, event: JobEvent) -> None:
+        assert self._status is not None and self._jobs_store is not None
+        live = self.jobs.get(event.job_id)
+        if live is None:
+            return
+        await self._jobs_store.put_state(event)
+        mine = [r for r in live.job.recordings if self._owns(r.recording_id, event.job_id)]
+        if event.state in (JobState.admitted, JobState.running):
+            stage = RecordingStage.admitted if event.state is JobState.admitted else RecordingStage.running
+            for recording in mine:
+                await self._status.advance(recording.recording_id, stage)
+            if event.state is JobState.running:
+                metrics.ADMISSION_WAIT.observe(max(0.0, (event.at - live.submitted_at).total_seconds()))
+                for recording in mine:
+                    record_span(
+                        StageSpan.ADMISSION_WAIT,
+                        start_ns=_ns(live.submitted_at),
+                        end_ns=_ns(event.at),
+                        parent=recording.traceparent,
+                        attributes={
+                            "kubescribe.recording_id": recording.recording_id,
+                            "kubescribe.job_id": event.job_id,
+                            "kubescribe.backend": self.backend.kind,
+                            "kubescribe.profile": live.job.profile,
+                        },
+                    )
+        if event.state in TERMINAL_STATES:
+            metrics.JOBS_FINISHED.labels(self.backend.kind, event.state.value).inc()
+            self.jobs.pop(event.job_id, None)
+            for recording in mine:
+                await self._settle(recording.recording_id, event)
+            self._wake.set()
+
+    def _owns(self, rid: str, job_id: str) -> bool:
+        held = self.held.get(rid)
+        return held is not None and held.job_id == job_id
+
+    async def _settle(self, rid: str, event: JobEvent) -> None:
+        assert self._status is not None
+        status = await self._status.get(rid)
+        if status is not None and status.stage in OUTCOMES:
+            held = self.held.pop(rid)
+            metrics.PENDING.set(len(self.held))
+            await _ack(held.msg)
+            return
+        reason = f"job {event.job_id} ended {event.state.value}" + (f" ({event.reason})" if event.reason else "")
+        if event.state is JobState.evicted:
+            self.held[rid].attempts -= 1  # preemption is not the recording's fault
+        await self._retry_or_fail(rid, reason)
+
+    async def _retry_or_fail(self, rid: str, reason: str) -> None:
+        held = self.held.get(rid)
+        if held is None:
+            return
+        held.job_id = None
+        if held.attempts >= self.config.max_attempts:
+            await self._give_up(held, reason)
+            return
+        metrics.RECORDINGS_RETRIED.inc()
+        delay = self.config.retry_backoff_s * 2 ** max(0, held.attempts - 1)
+        logger.warning("recording %s has no outcome (%s); retrying in %.1f s", rid, reason, delay)
+        now = time.monotonic()
+        self.planner.add(Pending(held.recording, held.model, now, attempt=held.attempts + 1, not_before=now + delay))
+        self._wake.set()
+
+    async def _give_up(self, held: Held, reason: str) -> None:
+        rid = held.recording.recording_id
+        await report_failure(
+            self.js,
+            stage=Stage.transcribe,
+            reason=f"recording {rid} not transcribed after {held.attempts} attempts: {reason}",
+            retryable=True,
+            source=SOURCE,
+            recording_id=rid,
+            attempts=held.attempts,
+            subject=held.msg.subject,
+            tenant=held.recording.tenant,
+        )
+        self.held.pop(rid, None)
+        metrics.PENDING.set(len(self.held))
+        await _ack(held.msg)
+
+    # --- keeping held messages alive -----------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        interval = max(0.5, self.config.ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            for held in list(self.held.values()):
+                with contextlib.suppress(NatsError, asyncio.TimeoutError):
+                    await held.msg.in_progress()
+
+
+def _new_status(event: AudioReceived) -> RecordingStatus:
+    return RecordingStatus(recording_id=event.recording_id, tenant=event.tenant, priority=event.priority)
+
+
+def _queued(status: RecordingStatus, event: AudioReceived, traceparent: str | None) -> RecordingStatus:
+    status.tenant, status.priority = event.tenant, event.priority
+    status.audio = status.audio or event.audio
+    status.filename = status.filename or event.filename
+    status.duration_s = status.duration_s if status.duration_s is not None else event.duration_s
+    status.traceparent = status.traceparent or traceparent
+    return status.advance(RecordingStage.queued)
+
+
+async def _ack(msg: Msg) -> None:
+    with contextlib.suppress(NatsError, asyncio.TimeoutError):
+        await msg.ack()

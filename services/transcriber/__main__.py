@@ -1,0 +1,91 @@
+"""The transcription Job entrypoint: ``python -m services.transcriber --job ID``.
+
+The same command runs in a Kubernetes Job's pod and as a local subprocess. ``--job -`` reads
+the job id from the first line of stdin instead: the local backend pre-spawns one process per
+slot, which imports faster-whisper, loads the model and connects to NATS while the slot is
+still busy, and hands it a job id once the slot is granted (an empty stdin exits 0).
+
+Exit status: 0 when every recording of the job has a durable outcome (transcribed, or failed
+with a reason), 2 when the job spec does not exist, 1 on any other failure (the dispatcher then
+retries the recordings that have no outcome yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+logger = logging.getLogger("services.transcriber")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m services.transcriber", description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True, help="job id in the `jobs` KV bucket, or '-' to read it from stdin")
+    parser.add_argument(
+        "--preload", default=None, help="model to load while connecting (and, with --job -, before the id arrives)"
+    )
+    return parser.parse_args(argv)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from services.common.nats_client import connect
+    from services.common.settings import Settings
+    from services.common.telemetry import setup_telemetry, shutdown_telemetry
+    from services.dispatcher.jobs_store import JobStore
+    from services.transcriber.engine import Engine
+    from services.transcriber.job import run_job
+
+    settings = Settings()
+    setup_telemetry("kubescribe-transcriber")
+    engine = Engine(settings.transcriber)
+    # The model loads in a thread while we connect and read the spec: they overlap.
+    preload = asyncio.ensure_future(asyncio.to_thread(engine.load, args.preload)) if args.preload else None
+    nc = await connect(settings.nats, name="kubescribe-transcriber")
+    try:
+        job_id = args.job
+        if preload is not None:
+            await preload
+        if job_id == "-":
+            job_id = (await asyncio.to_thread(sys.stdin.readline)).strip()
+            if not job_id:
+                return 0  # the backend closed an idle pre-spawned process
+        js = nc.jetstream()
+        job = await (await JobStore.open(js)).get(job_id)
+        if job is None:
+            print(f"job {job_id!r} not found in the jobs KV bucket", file=sys.stderr)
+            return 2
+        outcome = await run_job(js, job, engine)
+        logger.info(
+            "job %s: %d transcribed, %d failed, %d skipped",
+            job_id,
+            len(outcome.transcribed),
+            len(outcome.failed),
+            len(outcome.skipped),
+        )
+        return 0
+    finally:
+        await nc.drain()
+        shutdown_telemetry()
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(
+        level=os.environ.get("KUBESCRIBE_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    args = _parse(argv)
+    try:
+        return asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one readable line; the dispatcher retries unfinished recordings
+        print(f"transcriber failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Run one transcription job: every recording of the spec gets a durable outcome.
+
+Per recording: skip it when its status already has an outcome (a retried job never transcribes
+twice) or names another job (an orphaned process never races its replacement); otherwise
+stream the audio to a temp file, transcribe, store the ``Transcript``, mark the status
+transcribed and publish ``TranscriptReady`` at once. One undecodable or missing recording fails
+alone (``report_failure`` at stage ``transcribe``); the others go on.
+
+``TranscriptReady`` ids are derived from the recording id, so a re-publish after a crash (or a
+retried job) is dropped by JetStream's duplicate window and deduped by consumers on ``id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nats.js import JetStreamContext
+from opentelemetry import trace
+
+from services.common.documents import Transcript
+from services.common.errors import PermanentError
+from services.common.events import Stage, TranscriptReady
+from services.common.messaging import publish_event, report_failure
+from services.common.status import RecordingStage, StatusStore
+from services.common.storage import get_bytes, get_to_file, put_bytes
+from services.common.telemetry import StageSpan, extract_context, record_span, tracer
+from services.common.topology import TRANSCRIPTS_BUCKET
+from services.dispatcher.domain import JobRecording, TranscriptionJob
+from services.transcriber.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "kubescribe/transcriber"
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_DONE = (RecordingStage.transcribed, RecordingStage.summarizing, RecordingStage.summarized, RecordingStage.failed)
+
+
+def transcript_event_id(recording_id: str) -> str:
+    """A ULID-shaped id fixed per recording: the recording's timestamp + 80 bits of a hash."""
+    digest = int.from_bytes(hashlib.sha256(f"transcript.ready/{recording_id}".encode()).digest()[:10], "big")
+    tail = "".join(_CROCKFORD[(digest >> (5 * i)) & 31] for i in reversed(range(16)))
+    return recording_id[:10] + tail
+
+
+@dataclass
+class JobOutcome:
+    transcribed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+async def run_job(js: JetStreamContext, job: TranscriptionJob, engine: Engine) -> JobOutcome:
+    """Process every recording of ``job``; exceptions other than per-recording failures propagate
+    (the process then exits non-zero and the dispatcher retries what is unfinished)."""
+    store = await StatusStore.open(js)
+    outcome = JobOutcome()
+    model = await asyncio.to_thread(engine.load, job.model)
+    load_start, load_end = engine.load_times[model]
+    for recording in job.recordings:
+        record_span(
+            StageSpan.MODEL_LOAD,
+            start_ns=load_start,
+            end_ns=load_end,
+            parent=recording.traceparent,
+            attributes=_attributes(job, recording),
+        )
+    for recording in job.recordings:
+        status = await store.get(recording.recording_id)
+        if status is not None and status.stage in _DONE:
+            outcome.skipped.append(recording.recording_id)
+            if status.stage is RecordingStage.transcribed and status.transcript is not None:
+                await _republish(js, status.transcript, recording)
+            continue
+        if status is not None and status.job_id not in (None, job.job_id):
+            logger.warning("skipping %s: it now belongs to job %s", recording.recording_id, status.job_id)
+            outcome.skipped.append(recording.recording_id)
+            continue
+        try:
+            await _transcribe_one(js, store, job, recording, engine, model)
+            outcome.transcribed.append(recording.recording_id)
+        except PermanentError as exc:
+            await report_failure(
+                js,
+                stage=Stage.transcribe,
+                reason=f"recording {recording.recording_id}: {exc}",
+                retryable=False,
+                source=SOURCE,
+                recording_id=recording.recording_id,
+                attempts=job.attempt,
+                error=exc,
+                job_id=job.job_id,
+                tenant=recording.tenant,
+            )
+            outcome.failed.append(recording.recording_id)
+    return outcome
+
+
+def _attributes(job: TranscriptionJob, recording: JobRecording) -> dict[str, object]:
+    return {
+        "kubescribe.recording_id": recording.recording_id,
+        "kubescribe.job_id": job.job_id,
+        "kubescribe.tenant": recording.tenant,
+        "kubescribe.model": job.model,
+        "kubescribe.profile": job.profile,
+    }
+
+
+async def _transcribe_one(
+    js: JetStreamContext,
+    store: StatusStore,
+    job: TranscriptionJob,
+    recording: JobRecording,
+    engine: Engine,
+    model: str,
+) -> None:
+    parent = extract_context({"traceparent": recording.traceparent} if recording.traceparent else None)
+    with (
+        tracer().start_as_current_span(
+            StageSpan.TRANSCRIPTION, context=parent, attributes=_attributes(job, recording)
+        ) as span,
+        tempfile.TemporaryDirectory(prefix="kubescribe-") as tmp,
+    ):
+        path = Path(tmp) / "audio"
+        await get_to_file(js, recording.audio, path)
+        wall = time.perf_counter()
+        result = await asyncio.to_thread(engine.transcribe, path, model=job.model, language=recording.language)
+        span.set_attribute("kubescribe.audio_s", result.audio_s)
+        transcript = Transcript(
+            recording_id=recording.recording_id,
+            text=result.text,
+            segments=result.segments,
+            language=result.language,
+            model=model,
+            audio_s=result.audio_s,
+            processing_s=result.processing_s,
+            job_id=job.job_id,
+        )
+        ref = await put_bytes(js, TRANSCRIPTS_BUCKET, recording.recording_id, transcript.model_dump_json().encode())
+        await store.advance(
+            recording.recording_id,
+            RecordingStage.transcribed,
+            transcript=ref,
+            job_id=job.job_id,
+            metrics={
+                "audio_s": result.audio_s,
+                "processing_s": result.processing_s,
+                "transcribe_wall_s": time.perf_counter() - wall,
+                "word_count": float(result.word_count),
+            },
+        )
+        await publish_event(js, _ready_event(transcript, ref, recording))
+        span.set_status(trace.StatusCode.OK)
+
+
+def _ready_event(transcript: Transcript, ref, recording: JobRecording) -> TranscriptReady:
+    return TranscriptReady(
+        id=transcript_event_id(recording.recording_id),
+        source=SOURCE,
+        recording_id=recording.recording_id,
+        tenant=recording.tenant,
+        priority=recording.priority,
+        transcript=ref,
+        job_id=transcript.job_id,
+        model=transcript.model,
+        language=transcript.language,
+        audio_s=transcript.audio_s,
+        processing_s=transcript.processing_s,
+        word_count=len(transcript.text.split()),
+    )
+
+
+async def _republish(js: JetStreamContext, ref, recording: JobRecording) -> None:
+    """A crash between the status write and the publish must not lose the event: re-send it
+    (same id, so it is a no-op when the first one went out)."""
+    transcript = Transcript.model_validate_json(await get_bytes(js, ref))
+    parent = extract_context({"traceparent": recording.traceparent} if recording.traceparent else None)
+    with tracer().start_as_current_span("republish_transcript", context=parent):
+        await publish_event(js, _ready_event(transcript, ref, recording))
