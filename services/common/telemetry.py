@@ -147,14 +147,40 @@ class StageSpan:
     INGEST = "ingest"
     QUEUE_WAIT = "queue_wait"  # AudioReceived published → dispatched into a job
     ADMISSION_WAIT = "admission_wait"  # job created → running (Kueue admission, or a free local slot)
-    MODEL_LOAD = "model_load"
+    MODEL_LOAD = "model_load"  # the job was handed to a process → its model is ready
+    JOB_WAIT = "job_wait"  # in a packed job: model ready → this recording's turn (only when it had to wait)
     TRANSCRIPTION = "transcription"
     SUMMARIZATION_QUEUE = "summarization_queue"  # TranscriptReady → summarizer picks it up
     TTFT = "ttft"  # request sent → first token
     GENERATION = "generation"  # first token → last token
     TOTAL = "total"  # recording received → summary stored
 
-    ALL = (INGEST, QUEUE_WAIT, ADMISSION_WAIT, MODEL_LOAD, TRANSCRIPTION, SUMMARIZATION_QUEUE, TTFT, GENERATION, TOTAL)
+    ALL = (
+        INGEST,
+        QUEUE_WAIT,
+        ADMISSION_WAIT,
+        MODEL_LOAD,
+        JOB_WAIT,
+        TRANSCRIPTION,
+        SUMMARIZATION_QUEUE,
+        TTFT,
+        GENERATION,
+        TOTAL,
+    )
+    """Every stage, in pipeline order; they tile ``total`` (the first recording of a job has no ``job_wait``)."""
+    OPTIONAL = (JOB_WAIT,)
+    REQUIRED = (
+        INGEST,
+        QUEUE_WAIT,
+        ADMISSION_WAIT,
+        MODEL_LOAD,
+        TRANSCRIPTION,
+        SUMMARIZATION_QUEUE,
+        TTFT,
+        GENERATION,
+        TOTAL,
+    )
+    """The stages every recording's trace shows."""
 
 
 ATTRIBUTES = {

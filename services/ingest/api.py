@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.documents import Summary, Transcript
 from services.common.errors import MissingObjectError, UnsupportedAudioError
-from services.common.events import TENANT_PATTERN, AudioReceived, ObjectRef, Priority
+from services.common.events import TENANT_PATTERN, AudioReceived, ObjectRef, Priority, utcnow
 from services.common.ids import is_valid_id, new_id
 from services.common.messaging import publish_event
 from services.common.nats_client import connect
@@ -154,6 +154,7 @@ class IngestService:
     ) -> dict[str, Any]:
         """Stream, probe, store, write the status and publish; roll everything back on failure."""
         assert self.status is not None
+        arrived_at = utcnow()  # the recording's end-to-end clock starts when its upload starts
         limit = self.settings.ingest.max_upload_bytes
         upload = open_upload(_body(request), request.headers.get("content-type"))
         await upload.prime()
@@ -217,7 +218,7 @@ class IngestService:
                     duration_s=info.duration_s,
                     traceparent=traceparent,
                     metrics={"audio_s": info.duration_s} if info.duration_s else {},
-                ).advance(RecordingStage.received)
+                ).advance(RecordingStage.received, at=arrived_at)
                 # A fresh id: create, never overwrite (the CAS read of StatusStore.update would only
                 # cost a round trip here).
                 await self.status.kv.create(recording_id, status.model_dump_json().encode())

@@ -137,7 +137,7 @@ def stage_rows(spans: Sequence[SpanRecord], recording_id: str | None = None) -> 
 
 def missing_stages(rows: Sequence[StageRow]) -> list[str]:
     present = {row.stage for row in rows}
-    return [stage for stage in STAGES if stage not in present]
+    return [stage for stage in StageSpan.REQUIRED if stage not in present]
 
 
 @dataclass(frozen=True)

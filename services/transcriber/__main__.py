@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 
 logger = logging.getLogger("services.transcriber")
 
@@ -30,7 +31,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+PROCESS_STARTED_NS = time.time_ns()
+"""When this process started: the start of ``model_load`` for a job given on the command line (a pod)."""
+
+
+def _read_job_id() -> tuple[str, int]:
+    """The job id line from stdin and when it arrived (the backend writes it when the slot is granted)."""
+    line = sys.stdin.readline()
+    return line.strip(), time.time_ns()
+
+
 async def _main(args: argparse.Namespace) -> int:
+    # Listen for the job id before the heavy imports, so its arrival time is exact even while the
+    # model is still loading: that wait is the job's model_load, not admission.
+    pending_job_id = asyncio.ensure_future(asyncio.to_thread(_read_job_id)) if args.job == "-" else None
     from services.common.nats_client import connect
     from services.common.settings import Settings
     from services.common.telemetry import setup_telemetry, shutdown_telemetry
@@ -46,10 +60,11 @@ async def _main(args: argparse.Namespace) -> int:
     nc = await connect(settings.nats, name="kubescribe-transcriber")
     try:
         job_id = args.job
+        started_ns = PROCESS_STARTED_NS
         if preload is not None:
             await preload
-        if job_id == "-":
-            job_id = (await asyncio.to_thread(sys.stdin.readline)).strip()
+        if pending_job_id is not None:
+            job_id, started_ns = await pending_job_id
             if not job_id:
                 return 0  # the backend closed an idle pre-spawned process
         js = nc.jetstream()
@@ -57,7 +72,7 @@ async def _main(args: argparse.Namespace) -> int:
         if job is None:
             print(f"job {job_id!r} not found in the jobs KV bucket", file=sys.stderr)
             return 2
-        outcome = await run_job(js, job, engine)
+        outcome = await run_job(js, job, engine, started_ns=started_ns)
         logger.info(
             "job %s: %d transcribed, %d failed, %d skipped",
             job_id,

@@ -55,22 +55,42 @@ class JobOutcome:
     skipped: list[str] = field(default_factory=list)
 
 
-async def run_job(js: JetStreamContext, job: TranscriptionJob, engine: Engine) -> JobOutcome:
+async def run_job(
+    js: JetStreamContext, job: TranscriptionJob, engine: Engine, *, started_ns: int | None = None
+) -> JobOutcome:
     """Process every recording of ``job``; exceptions other than per-recording failures propagate
-    (the process then exits non-zero and the dispatcher retries what is unfinished)."""
+    (the process then exits non-zero and the dispatcher retries what is unfinished).
+
+    ``started_ns`` is when this process was handed the job (process start for a Job's pod, the
+    job id arriving on stdin for a pre-spawned local process). The stage spans tile the
+    recording's timeline from there: ``model_load`` runs from ``started_ns`` to the model being
+    ready (near zero when it was preloaded while the slot was busy), ``job_wait`` covers the
+    recordings ahead in a packed job, then ``transcription``.
+    """
     store = await StatusStore.open(js)
     outcome = JobOutcome()
     model = await asyncio.to_thread(engine.load, job.model)
     load_start, load_end = engine.load_times[model]
+    span_start = max(load_start, started_ns or load_start)
+    model_ready_ns = max(load_end, span_start, time.time_ns())
     for recording in job.recordings:
         record_span(
             StageSpan.MODEL_LOAD,
-            start_ns=load_start,
-            end_ns=load_end,
+            start_ns=span_start,
+            end_ns=model_ready_ns,
             parent=recording.traceparent,
-            attributes=_attributes(job, recording),
+            attributes={**_attributes(job, recording), "kubescribe.model_preloaded": load_end <= span_start},
         )
     for recording in job.recordings:
+        turn_ns = time.time_ns()
+        if turn_ns - model_ready_ns > 1_000_000:
+            record_span(
+                StageSpan.JOB_WAIT,
+                start_ns=model_ready_ns,
+                end_ns=turn_ns,
+                parent=recording.traceparent,
+                attributes=_attributes(job, recording),
+            )
         status = await store.get(recording.recording_id)
         if status is not None and status.stage in _DONE:
             outcome.skipped.append(recording.recording_id)

@@ -63,13 +63,13 @@ def test_stage_rows_follow_the_pipeline_order_and_merge_repeated_stages(tmp_path
     spans = load_spans(path)
     assert len(spans) == 11  # torn and foreign lines skipped
     rows = stage_rows(spans_by_recording(spans)[RID], RID)
-    assert [r.stage for r in rows] == list(StageSpan.ALL)
+    assert [r.stage for r in rows] == list(StageSpan.REQUIRED)
     ttft = next(r for r in rows if r.stage == "ttft")
     assert (ttft.count, ttft.duration_s) == (2, 1.0)
     assert missing_stages(rows) == []
     assert stage_sum(rows) == (10.0, 10.0)
     table = render_stage_table(rows, title="t")
-    assert table.row_count == len(StageSpan.ALL) and table.caption is None
+    assert table.row_count == len(StageSpan.REQUIRED) and table.caption is None
 
 
 def test_a_trace_is_connected_only_with_one_trace_id_and_one_root(tmp_path: Path) -> None:
