@@ -17,7 +17,7 @@ from typing import Protocol
 
 import httpx
 
-from services.runtime.trace_view import StageRow, load_spans, spans_for_recording, stage_rows
+from services.runtime.trace_view import StageRow, load_spans, missing_stages, spans_for_recording, stage_rows
 
 TERMINAL_STAGES = ("summarized", "failed")
 
@@ -136,7 +136,7 @@ async def wait_for_stages(span_file: Path, recording_id: str, *, timeout: float 
     deadline = time.monotonic() + timeout
     while True:
         rows = stage_rows(spans_for_recording(load_spans(span_file), recording_id), recording_id)
-        if any(row.stage == "total" for row in rows) or time.monotonic() >= deadline:
+        if not missing_stages(rows) or time.monotonic() >= deadline:
             return rows
         await asyncio.sleep(0.2)
 

@@ -40,6 +40,7 @@ class LocalLlmServer:
         port: int = 0,
         threads: int = 2,
         n_ctx: int = 4096,
+        parallel: int = 4,
         host: str = "127.0.0.1",
         alias: str = MODEL_NAME,
     ) -> None:
@@ -47,6 +48,7 @@ class LocalLlmServer:
         self.port = port
         self.threads = threads
         self.n_ctx = n_ctx
+        self.parallel = parallel
         self.host = host
         self.alias = alias
         self._server: Any = None
@@ -77,7 +79,13 @@ class LocalLlmServer:
             raise ConfigurationError(f"model file {self.model_path} does not exist")
         params = xllamacpp.CommonParams()
         params.model.path = str(self.model_path)
-        params.n_ctx = self.n_ctx
+        # Continuous batching over ``parallel`` slots that share one KV cache: requests that arrive
+        # together prefill and decode together instead of queueing behind each other, which is what
+        # cuts TTFT when the summarizer sends several transcripts at once. Each request may still use
+        # the whole ``n_ctx``; twice that in total leaves room for several transcripts at once.
+        params.n_parallel = max(1, self.parallel)
+        params.kv_unified = True
+        params.n_ctx = self.n_ctx * 2 if self.parallel > 1 else self.n_ctx
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
         params.hostnames = [self.host]
