@@ -41,6 +41,7 @@ from services.common.settings import NatsSettings
 from services.common.storage import put_stream
 from services.common.topology import AUDIO_BUCKET, ensure_topology
 from services.runtime.nats_server import EmbeddedNatsServer, free_port
+from services.runtime.processes import terminate
 
 console = Console()
 
@@ -208,11 +209,7 @@ def main() -> None:
                     _wait_ready(url, ingest, work / "ingest.log")
                     results = asyncio.run(bench(args, nats_server.url, url, ingest.pid))
                 finally:
-                    ingest.terminate()
-                    try:
-                        ingest.wait(10)
-                    except subprocess.TimeoutExpired:
-                        ingest.kill()
+                    terminate(ingest)
         report(results, args.concurrency)
 
 

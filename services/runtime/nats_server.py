@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from services.common.errors import ConfigurationError
+from services.runtime.processes import terminate
 
 logger = logging.getLogger(__name__)
 
@@ -117,14 +118,9 @@ class EmbeddedNatsServer:
     def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop (JetStream flushes its files on SIGTERM), SIGKILL if it hangs."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout)
         if process.stdout:
             process.stdout.close()
 

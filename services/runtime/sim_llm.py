@@ -50,6 +50,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from services.runtime.nats_server import free_port
+from services.runtime.processes import terminate
 
 logger = logging.getLogger(__name__)
 
@@ -582,13 +583,7 @@ class SimLlmServer:
             self._thread.join(10)
             self._server, self._thread = None, None
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process)
         if process is not None and process.stderr:
             process.stderr.close()
 

@@ -60,7 +60,7 @@ def test_invalid_values_name_the_field(field: str, value: object) -> None:
 
 
 def test_garbage_is_an_invalid_event_not_a_crash() -> None:
-    with pytest.raises(InvalidEventError, match="invalid kubescribe.audio.received.v1 event"):
+    with pytest.raises(InvalidEventError, match=r"invalid kubescribe\.audio\.received\.v1 event"):
         parse_event(AudioReceived, b"\x00not json")
 
 
