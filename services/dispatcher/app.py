@@ -1,19 +1,193 @@
-"""The dispatcher service: ``serve()`` runs the AUDIO consumer with the configured job backend."""
+"""The dispatcher service: FastStream wiring of the durable pull consumer on AUDIO.
+
+- :func:`build_router`: the subscriber (durable ``dispatcher``, the name KEDA's scaler reads;
+  pull, manual acks, the consumer config of :func:`.consumer.consumer_config`) and the channels
+  the dispatcher publishes, so the AsyncAPI export describes the service as it runs
+  (:mod:`services.asyncapi` imports the module-level :data:`router`).
+- :func:`build_broker`: a ``NatsBroker`` with ``NatsTelemetryMiddleware``; its connection also
+  serves the status KV, the Object Stores and the dispatcher's own publications.
+- :func:`build_app`: the ``FastStream`` app; its lifespan connects, ensures the topology (the
+  stream is never redeclared by FastStream: ``JStream(declare=False)``), picks the job backend and
+  starts the :class:`.consumer.Dispatcher`, which the subscriber receives through ``Context``.
+- :func:`serve`: the service contract of ``kubescribe serve dispatcher``.
+
+The handler returns as soon as the dispatcher has taken the message; the dispatcher settles it
+later. What bounds the messages held at once is JetStream's ``max_ack_pending``, not FastStream.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
-from services.common.nats_client import connect
-from services.common.settings import Settings
+from faststream import ContextRepo, FastStream
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.security import BaseSecurity
+from nats.errors import NoServersError
+from nats.js import JetStreamContext
+
+from services.common.errors import ConfigurationError
+from services.common.events import RecordingFailed, Stage, failed_subject
+from services.common.settings import DispatcherSettings, NatsSettings, Settings
 from services.common.telemetry import setup_telemetry
-from services.common.topology import ensure_topology
+from services.common.topology import AUDIO_RECEIVED, AUDIO_STREAM, DISPATCHER_CONSUMER, ensure_topology
 from services.dispatcher.backends import get_backend
-from services.dispatcher.consumer import Dispatcher
+from services.dispatcher.consumer import Dispatcher, consumer_config
 from services.dispatcher.domain import JobBackend
+from services.dispatcher.handlers import DISPATCHER, decode_leniently, on_audio_received
+
+__all__ = ["build_app", "build_broker", "build_router", "router", "serve"]
 
 logger = logging.getLogger(__name__)
+
+FETCH_BATCH = 256
+"""Messages per pull request: a burst of uploads is taken in a few requests, and packed together."""
+FETCH_TIMEOUT_S = 1.0
+"""How long one idle pull request waits at the server. Short, because a message the server hands to
+a request outstanding at shutdown waits for ``ack_wait`` before it is redelivered."""
+
+
+def build_router(
+    *,
+    durable: str = DISPATCHER_CONSUMER,
+    ack_wait_s: float = DispatcherSettings.model_fields["ack_wait_s"].default,
+    deliver_new: bool = False,
+) -> NatsRouter:
+    """The dispatcher's subscriber and publishers (tests pass their own ``durable``)."""
+    router = NatsRouter()
+    router.subscriber(
+        AUDIO_RECEIVED,
+        stream=JStream(AUDIO_STREAM, declare=False),  # ensure_topology owns the stream
+        durable=durable,
+        config=consumer_config(ack_wait_s=ack_wait_s, durable=durable, deliver_new=deliver_new),
+        pull_sub=PullSub(batch_size=FETCH_BATCH, timeout=FETCH_TIMEOUT_S),
+        ack_policy=AckPolicy.MANUAL,  # the Dispatcher acks, naks or reports every message, later
+        decoder=decode_leniently,
+        no_reply=True,
+        title="dispatcher:AudioReceived",
+        description=(
+            "Plans transcription jobs: packs short recordings and picks the model and slice profile. "
+            f"Durable pull consumer `{DISPATCHER_CONSUMER}` (named by KEDA's scaler); a message is "
+            "acked once its recording is transcribed or failed."
+        ),
+    )(on_audio_received)
+    # Declared for the AsyncAPI document; the dispatcher publishes with report_failure (Nats-Msg-Id).
+    router.publisher(
+        failed_subject(Stage.dispatch),
+        schema=RecordingFailed,
+        title="dispatcher:RecordingFailed",
+        description="A recording that cannot be dispatched (invalid event, missing audio), with the reason.",
+    )
+    router.publisher(
+        failed_subject(Stage.transcribe),
+        schema=RecordingFailed,
+        title="dispatcher:TranscribeFailed",
+        description="A recording whose transcription jobs ended without a transcript `max_attempts` times.",
+    )
+    return router
+
+
+router = build_router()
+"""The router as deployed (durable ``dispatcher``), for the AsyncAPI export."""
+
+
+def _security(nats: NatsSettings) -> BaseSecurity | None:
+    if nats.creds_file:
+        from faststream.nats import NatsCredentials
+
+        return NatsCredentials(str(nats.creds_file))
+    if nats.user:
+        from faststream.nats import NatsUserPassword
+
+        return NatsUserPassword(nats.user, nats.password or "")
+    return None
+
+
+async def _log_error(exc: Exception) -> None:
+    """One line instead of nats-py's default traceback per failed (re)connect attempt."""
+    logger.debug("nats: %s: %s", type(exc).__name__, exc)
+
+
+def build_broker(settings: Settings | None = None, *, routers: tuple[NatsRouter, ...] = ()) -> NatsBroker:
+    """A broker with the connection options every service shares and trace propagation in headers."""
+    nats = (settings or Settings()).nats
+    return NatsBroker(
+        nats.url,
+        name="kubescribe-dispatcher",
+        connect_timeout=nats.connect_timeout,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=_log_error,
+        security=_security(nats),
+        middlewares=(NatsTelemetryMiddleware(),),
+        routers=routers,
+        logger=logger,
+        description="Embedded nats-server or the cluster's NATS",
+    )
+
+
+async def _jetstream(broker: NatsBroker, nats: NatsSettings) -> JetStreamContext:
+    try:
+        # With reconnects forever, nats-py would also retry the *initial* connect forever: bound it.
+        connection = await asyncio.wait_for(broker.connect(), timeout=nats.connect_timeout * 3)
+    except (NoServersError, OSError, TimeoutError) as exc:
+        detail = str(exc) or type(exc).__name__
+        raise ConfigurationError(
+            f"cannot reach NATS at {nats.url}: {detail}; start one with `kubescribe up` or set KUBESCRIBE_NATS_URL"
+        ) from exc
+    return connection.jetstream(timeout=nats.request_timeout)
+
+
+def build_app(
+    settings: Settings | None = None,
+    *,
+    backend: JobBackend | None = None,
+    durable: str = DISPATCHER_CONSUMER,
+    deliver_new: bool = False,
+) -> FastStream:
+    """The FastStream app. ``backend`` (closed when the app's lifespan ends, however it ends)
+    overrides ``KUBESCRIBE_BACKEND``; ``durable``/``deliver_new`` let tests use a consumer of their own."""
+    settings = settings or Settings()
+    broker = build_broker(
+        settings,
+        routers=(build_router(durable=durable, ack_wait_s=settings.dispatcher.ack_wait_s, deliver_new=deliver_new),),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+        chosen = backend
+        dispatcher: Dispatcher | None = None
+        try:
+            js = await _jetstream(broker, settings.nats)
+            await ensure_topology(js, settings.streams)
+            chosen = chosen or get_backend(settings.dispatcher.backend, settings=settings)
+            dispatcher = Dispatcher(js, chosen, settings)
+            await dispatcher.start()
+            context.set_global(DISPATCHER, dispatcher)
+            logger.info("dispatcher consuming %s as %s with the %s backend", AUDIO_RECEIVED, durable, chosen.kind)
+            yield
+        finally:
+            context.reset_global(DISPATCHER)
+            if dispatcher is not None:
+                await dispatcher.stop()  # a no-op after stop_dispatching
+            if chosen is not None:
+                await chosen.aclose()
+            await broker.stop()  # closes the connection if the app never started (a failed lifespan)
+
+    async def stop_dispatching(context: ContextRepo) -> None:
+        """Stop fetching, then stop the dispatcher (which hands its held messages back) while the
+        connection is still open for the naks."""
+        for subscriber in broker.subscribers:
+            await subscriber.stop()
+        dispatcher: Dispatcher | None = context.get(DISPATCHER)
+        if dispatcher is not None:
+            await dispatcher.stop()
+
+    return FastStream(broker, lifespan=lifespan, on_shutdown=[stop_dispatching], logger=logger)
 
 
 async def serve(
@@ -21,23 +195,24 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     backend: JobBackend | None = None,
-    durable: str | None = None,
+    durable: str = DISPATCHER_CONSUMER,
     deliver_new: bool = False,
 ) -> None:
-    """Run until cancelled. ``backend`` (closed on exit either way) overrides
-    ``KUBESCRIBE_BACKEND``; ``durable``/``deliver_new`` let tests use a consumer of their own."""
+    """Run until cancelled (the service contract of ``kubescribe serve dispatcher``).
+
+    ``backend`` (closed on exit either way) overrides ``KUBESCRIBE_BACKEND``;
+    ``durable``/``deliver_new`` let tests use a consumer of their own. Not ``FastStream.run``:
+    it installs its own signal handlers, and here whoever runs :func:`serve` (the runtime's
+    process, a test) owns the signals and cancels the task.
+    """
     settings = settings or Settings()
     setup_telemetry("kubescribe-dispatcher")
-    nc = await connect(settings.nats, name="kubescribe-dispatcher")
-    try:
-        js = nc.jetstream()
-        await ensure_topology(js, settings.streams)
-        backend = backend or get_backend(settings.dispatcher.backend, settings=settings)
-        options = {"durable": durable} if durable else {}
-        dispatcher = Dispatcher(js, backend, settings, deliver_new=deliver_new, **options)
-        logger.info("dispatcher consuming %s with the %s backend", dispatcher.durable, backend.kind)
-        await dispatcher.run(ready)
-    finally:
-        if backend is not None:
-            await backend.aclose()
-        await nc.drain()
+    app = build_app(settings, backend=backend, durable=durable, deliver_new=deliver_new)
+    async with app.lifespan_context():
+        try:
+            await app.start()
+            if ready is not None:
+                ready.set()
+            await asyncio.Event().wait()
+        finally:
+            await app.stop()

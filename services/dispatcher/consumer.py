@@ -1,9 +1,11 @@
-"""The dispatcher's durable pull consumer on AUDIO: validate, plan, submit, settle, ack.
+"""The dispatcher's logic for AUDIO messages: validate, plan, submit, settle, ack.
 
-nats-py is used directly rather than a FastStream subscriber because a message outlives its
-handler here: it is held while its recording waits to be packed and while its job runs (for
-minutes), kept alive by in-progress acks, and acked from the job watcher once the recording's
-outcome is durable in the status KV (transcribed, or failed with a reason).
+The messages arrive through FastStream (the durable pull subscriber in :mod:`services.dispatcher.app`,
+manual acks), but a message outlives its handler here: :meth:`Dispatcher.receive` keeps the raw
+nats-py message while its recording waits to be packed and while its job runs (for minutes), keeps
+it alive with in-progress acks, and acks it from the job watcher once the recording's outcome is
+durable in the status KV (transcribed, or failed with a reason). How many messages are held at
+once is bounded by JetStream (the consumer's ``max_ack_pending``), so a backlog stays in the stream.
 
 Idempotency: a redelivered message for a recording that already has an outcome is acked; one
 for a recording held by this dispatcher replaces the held message; one whose status names a
@@ -23,7 +25,6 @@ from datetime import datetime
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -34,7 +35,7 @@ from services.common.settings import Settings
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import object_exists
 from services.common.telemetry import StageSpan, record_span, traceparent_of
-from services.common.topology import AUDIO_RECEIVED, AUDIO_STREAM, DISPATCHER_CONSUMER
+from services.common.topology import AUDIO_RECEIVED, DISPATCHER_CONSUMER
 from services.dispatcher import metrics
 from services.dispatcher.domain import TERMINAL_STATES, JobBackend, JobEvent, JobRecording, JobState, TranscriptionJob
 from services.dispatcher.jobs_store import JobStore
@@ -44,6 +45,23 @@ logger = logging.getLogger(__name__)
 
 SOURCE = "kubescribe/dispatcher"
 OUTCOMES = (RecordingStage.transcribed, RecordingStage.summarizing, RecordingStage.summarized, RecordingStage.failed)
+MAX_ACK_PENDING = 10_000
+"""How many AUDIO messages one consumer may hold unacked (queued, packed or in a running job):
+JetStream stops delivering beyond it, so a larger backlog stays in the stream, visible to KEDA."""
+
+
+def consumer_config(
+    *, ack_wait_s: float, durable: str = DISPATCHER_CONSUMER, deliver_new: bool = False
+) -> ConsumerConfig:
+    """The durable AUDIO consumer: explicit acks, redelivery after ``ack_wait_s`` unless kept alive."""
+    return ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait_s,
+        max_ack_pending=MAX_ACK_PENDING,
+        filter_subject=AUDIO_RECEIVED,
+        deliver_policy=DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL,
+    )
 
 
 def _ns(at: datetime) -> int:
@@ -69,63 +87,56 @@ class LiveJob:
 
 
 class Dispatcher:
-    """Owns one pull subscription, one planner and one backend."""
+    """Owns the held messages, one planner and one backend; fed by the AUDIO subscriber."""
 
     def __init__(
         self,
         js: JetStreamContext,
         backend: JobBackend,
         settings: Settings | None = None,
-        *,
-        durable: str = DISPATCHER_CONSUMER,
-        deliver_new: bool = False,
     ) -> None:
         self.js = js
         self.backend = backend
         self.settings = settings or Settings()
         self.config = self.settings.dispatcher
-        self.durable = durable
-        self.deliver_new = deliver_new
         self.planner = Planner(self.config)
         self.held: dict[str, Held] = {}
         self.jobs: dict[str, LiveJob] = {}
         self._wake = asyncio.Event()
+        self._accepting = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
         self._status: StatusStore | None = None
         self._jobs_store: JobStore | None = None
 
     # --- life cycle --------------------------------------------------------------------------
-    async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Consume until cancelled; on the way out stop the backend and hand every held message back."""
+    async def start(self) -> None:
+        """Open the stores, warm the backend and start watching jobs, planning and heartbeating.
+
+        Called before the subscriber starts, so the first message finds everything in place.
+        """
         self._status = await StatusStore.open(self.js)
         self._jobs_store = await JobStore.open(self.js)
-        config = ConsumerConfig(
-            durable_name=self.durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.config.ack_wait_s,
-            max_ack_pending=10_000,
-            filter_subject=AUDIO_RECEIVED,
-            deliver_policy=DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL,
-        )
-        sub = await self.js.pull_subscribe(AUDIO_RECEIVED, durable=self.durable, stream=AUDIO_STREAM, config=config)
         start = getattr(self.backend, "start", None)
         if callable(start):
             await start()  # warm the local slots before the first recording arrives
-        tasks = [
+        self._tasks = [
             asyncio.create_task(self._watch(), name="dispatcher-watch"),
             asyncio.create_task(self._plan_loop(), name="dispatcher-plan"),
             asyncio.create_task(self._heartbeat(), name="dispatcher-heartbeat"),
         ]
-        if ready is not None:
-            ready.set()
-        try:
-            await self._fetch_loop(sub)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._shutdown()
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+
+    async def stop(self) -> None:
+        """Stop the background tasks and the backend, then hand every held message back.
+
+        Call it once the subscriber has stopped (nothing new arrives) and before the connection
+        closes (the naks need it). The backend goes first: a local job still running after its
+        messages were handed to another dispatcher would transcribe them twice. Idempotent.
+        """
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._shutdown()
 
     async def _shutdown(self) -> None:
         await self.backend.aclose()
@@ -136,20 +147,21 @@ class Dispatcher:
         metrics.PENDING.set(0)
 
     # --- consuming ---------------------------------------------------------------------------
-    async def _fetch_loop(self, sub) -> None:
-        while True:
+    async def receive(self, msg: Msg) -> None:
+        """Take one message from the subscriber: accept it, never raise, wake the planner.
+
+        One at a time and in delivery order (FastStream runs the messages of one fetch
+        concurrently): two deliveries of one recording must not both be planned. An unexpected
+        error leaves the message unacked, so JetStream redelivers it after ``ack_wait``.
+        """
+        async with self._accepting:
             try:
-                messages = await sub.fetch(256, timeout=1.0)
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            for msg in messages:
-                try:
-                    await self.accept(msg)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # never crash the consumer; JetStream redelivers after ack_wait
-                    logger.exception("could not accept %s", msg.subject)
-            self._wake.set()
+                await self.accept(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never crash the consumer; JetStream redelivers after ack_wait
+                logger.exception("could not accept %s", msg.subject)
+        self._wake.set()
 
     async def accept(self, msg: Msg) -> None:
         """Validate one AudioReceived and queue it for planning (or settle it at once)."""

@@ -71,7 +71,8 @@ async def run_job(
     outcome = JobOutcome()
     model = await asyncio.to_thread(engine.load, job.model)
     load_start, load_end = engine.load_times[model]
-    span_start = max(load_start, started_ns or load_start)
+    # From the hand-off on, everything until the model is ready (imports included) is model_load.
+    span_start = started_ns if started_ns is not None else load_start
     model_ready_ns = max(load_end, span_start, time.time_ns())
     for recording in job.recordings:
         record_span(

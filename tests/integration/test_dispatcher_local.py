@@ -320,3 +320,17 @@ async def test_a_job_that_keeps_crashing_fails_with_the_reason(js, nats_settings
     assert "KUBESCRIBE_WHISPER_MODEL_DIR" in (status.error or "")  # the transcriber's own reason
     events = await failures(js, "kubescribe.transcribe.failed", {rid})
     assert events[rid].retryable and events[rid].attempts == 2
+
+
+async def test_body_that_claims_json_but_is_not_is_reported_and_acked(js, nats_settings, span_file) -> None:
+    """FastStream's decoding never stands between a malformed event and its RecordingFailed."""
+    settings = make_settings(nats_settings)
+    durable = unique_durable()
+    try:
+        async with running_dispatcher(settings, backend_for(settings, span_file), durable):
+            await js.publish(AUDIO_RECEIVED, b"{not json", headers={"content-type": "application/json"})
+            await wait_for(lambda: _no_pending(js, durable), "the malformed message to be acked", timeout=10)
+            info = await js.consumer_info("AUDIO", durable)
+    finally:
+        await delete_consumer(js, durable)
+    assert info.delivered.consumer_seq == 1, "acked on its first delivery, not redelivered"

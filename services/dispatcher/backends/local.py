@@ -179,10 +179,12 @@ class LocalJobBackend:
 
     async def _create(self, *args: str) -> _Process:
         env = {**os.environ, **self.extra_env}
+        # One thread per slot unless configured otherwise (e.g. one slot owning the machine).
+        threads = env.get("KUBESCRIBE_WHISPER_CPU_THREADS") or "1"
         env.update(
             KUBESCRIBE_NATS_URL=self.settings.nats.url,
-            KUBESCRIBE_WHISPER_CPU_THREADS="1",
-            OMP_NUM_THREADS="1",
+            KUBESCRIBE_WHISPER_CPU_THREADS=threads,
+            OMP_NUM_THREADS=threads,
             HF_HUB_OFFLINE=env.get("HF_HUB_OFFLINE", "1"),
             PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p),
         )
