@@ -24,7 +24,17 @@ logger = logging.getLogger("services.transcriber")
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m services.transcriber", description=__doc__.splitlines()[0])
-    parser.add_argument("--job", required=True, help="job id in the `jobs` KV bucket, or '-' to read it from stdin")
+    parser.add_argument(
+        "--job",
+        required=True,
+        help="job id in the `jobs` KV bucket, or '-' to read 'ID [HANDED_AT_NS]' from stdin",
+    )
+    parser.add_argument(
+        "--handed-at-ns",
+        type=int,
+        default=None,
+        help="when the job was handed to this process (epoch ns); default: process start (a pod)",
+    )
     parser.add_argument(
         "--preload", default=None, help="model to load while connecting (and, with --job -, before the id arrives)"
     )
@@ -36,9 +46,17 @@ PROCESS_STARTED_NS = time.time_ns()
 
 
 def _read_job_id() -> tuple[str, int]:
-    """The job id line from stdin and when it arrived (the backend writes it when the slot is granted)."""
-    line = sys.stdin.readline()
-    return line.strip(), time.time_ns()
+    """The job id from stdin and when it was handed over.
+
+    The backend writes ``ID HANDED_AT_NS`` when the slot is granted; the process may still be
+    starting or loading the model then, and that wait belongs to the job's ``model_load``.
+    """
+    fields = sys.stdin.readline().split()
+    arrived_ns = time.time_ns()
+    if not fields:
+        return "", arrived_ns
+    handed_ns = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else arrived_ns
+    return fields[0], min(handed_ns, arrived_ns)
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -60,7 +78,7 @@ async def _main(args: argparse.Namespace) -> int:
     nc = await connect(settings.nats, name="kubescribe-transcriber")
     try:
         job_id = args.job
-        started_ns = PROCESS_STARTED_NS
+        started_ns = args.handed_at_ns or PROCESS_STARTED_NS
         if preload is not None:
             await preload
         if pending_job_id is not None:

@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
@@ -238,7 +239,7 @@ class LocalJobBackend:
             self._idle.discard(warm)
             if warm.alive and warm.process.stdin is not None:
                 try:
-                    warm.process.stdin.write(f"{job.job_id}\n".encode())
+                    warm.process.stdin.write(f"{job.job_id} {time.time_ns()}\n".encode())
                     await warm.process.stdin.drain()
                     warm.process.stdin.close()
                     return warm
@@ -246,7 +247,7 @@ class LocalJobBackend:
                     pass
             logger.warning("pre-spawned transcriber died (%s); starting a fresh one", warm.tail())
             warm.cleanup()
-        return await self._spawn("--job", job.job_id)
+        return await self._spawn("--job", job.job_id, "--handed-at-ns", str(time.time_ns()))
 
     async def _run(self, job: TranscriptionJob, process: _Process) -> None:
         self._running[job.job_id] = process
