@@ -36,12 +36,17 @@ test-quick: $(VENV)/.installed-dev lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check services loadgen tests bench
-	$(BIN)/ruff format --check services loadgen tests bench
+	$(BIN)/ruff check services loadgen tests bench scripts
+	$(BIN)/ruff format --check services loadgen tests bench scripts
 
 ## schemas: regenerate schemas/ from the models
 schemas: $(VENV)/.installed-dev
 	$(BIN)/kubescribe schemas export schemas
+
+## chart-readme: regenerate charts/kubescribe/README.md's values tables from values.yaml
+.PHONY: chart-readme
+chart-readme: $(VENV)/.installed-dev
+	$(BIN)/python scripts/chart_readme.py
 
 ## bench: run every benchmark (prints ratios against baselines measured in the same run)
 bench: $(VENV)/.installed-dev
