@@ -113,6 +113,9 @@ class DispatcherSettings(BaseSettings):
     """Base of the exponential backoff between attempts."""
     slots: int = 0
     """Local backend parallelism; 0 means one slot per CPU core (each transcriber uses one thread)."""
+    prespawn: bool = True
+    """Local backend: keep the next transcriber per slot started and its model loaded, so a job never
+    waits for Python start-up; false starts a fresh process per job, like a pod per Job (the paper's shape)."""
     ack_wait_s: float = 30.0
     """JetStream redelivers after this; running jobs send in-progress acks well within it."""
     default_model: str = "tiny.en"

@@ -72,14 +72,14 @@ class LocalJobBackend:
         settings: Settings | None = None,
         *,
         slots: int | None = None,
-        prespawn: bool = True,
+        prespawn: bool | None = None,
         python: str = sys.executable,
         env: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings or Settings()
         configured = slots if slots is not None else self.settings.dispatcher.slots
         self.slots = configured if configured > 0 else (os.cpu_count() or 1)
-        self.prespawn = prespawn
+        self.prespawn = self.settings.dispatcher.prespawn if prespawn is None else prespawn
         self.python = python
         self.extra_env = dict(env or {})
         self._queue: asyncio.PriorityQueue[tuple[int, int, TranscriptionJob]] | None = None
@@ -208,7 +208,10 @@ class LocalJobBackend:
         return _Process(process, Path(name))
 
     async def _slot(self, index: int) -> None:
-        """One slot: keep a warm process ready, hand it the next job, report how it ended."""
+        """One slot: keep a warm process ready, hand it the next job, report how it ended.
+
+        The next warm process is spawned as soon as the current one takes its job, so at most two
+        processes exist per slot: one working, one loading or waiting for the slot."""
         assert self._queue is not None
         warm: _Process | None = None
         try:
@@ -227,6 +230,11 @@ class LocalJobBackend:
                     self._emit(job.job_id, JobState.admitted)
                     process = await self._hand_over(warm, job)
                     warm = None
+                    if self.prespawn:
+                        # The successor starts now, so its start-up and model load overlap this job
+                        # instead of delaying the next one: back-to-back jobs never wait for Python.
+                        warm = await self._spawn("--job", "-", "--preload", self.settings.dispatcher.default_model)
+                        self._idle.add(warm)
                     await self._run(job, process)
                 finally:
                     self._busy -= 1
