@@ -4,8 +4,9 @@
   pull, manual acks, the consumer config of :func:`.consumer.consumer_config`) and the channels
   the dispatcher publishes, so the AsyncAPI export describes the service as it runs
   (:mod:`services.asyncapi` imports the module-level :data:`router`).
-- :func:`build_broker`: a ``NatsBroker`` with ``NatsTelemetryMiddleware``; its connection also
-  serves the status KV, the Object Stores and the dispatcher's own publications.
+- the broker is :func:`services.common.broker.build_broker` (``NatsTelemetryMiddleware``, shared
+  connection options); its connection also serves the status KV, the Object Stores and the
+  dispatcher's own publications.
 - :func:`build_app`: the ``FastStream`` app; its lifespan connects, ensures the topology (the
   stream is never redeclared by FastStream: ``JStream(declare=False)``), picks the job backend and
   starts the :class:`.consumer.Dispatcher`, which the subscriber receives through ``Context``.
@@ -24,15 +25,11 @@ from collections.abc import AsyncIterator
 
 from faststream import ContextRepo, FastStream
 from faststream.middlewares import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from faststream.security import BaseSecurity
-from nats.errors import NoServersError
-from nats.js import JetStreamContext
+from faststream.nats import JStream, NatsRouter, PullSub
 
-from services.common.errors import ConfigurationError
+from services.common.broker import build_broker, connect_jetstream, run_until_cancelled
 from services.common.events import RecordingFailed, Stage, failed_subject
-from services.common.settings import DispatcherSettings, NatsSettings, Settings
+from services.common.settings import DispatcherSettings, Settings
 from services.common.telemetry import setup_telemetry
 from services.common.topology import AUDIO_RECEIVED, AUDIO_STREAM, DISPATCHER_CONSUMER, ensure_topology
 from services.dispatcher.backends import get_backend
@@ -40,7 +37,7 @@ from services.dispatcher.consumer import Dispatcher, consumer_config
 from services.dispatcher.domain import JobBackend
 from services.dispatcher.handlers import DISPATCHER, decode_leniently, on_audio_received
 
-__all__ = ["build_app", "build_broker", "build_router", "router", "serve"]
+__all__ = ["build_app", "build_router", "router", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,53 +92,6 @@ router = build_router()
 """The router as deployed (durable ``dispatcher``), for the AsyncAPI export."""
 
 
-def _security(nats: NatsSettings) -> BaseSecurity | None:
-    if nats.creds_file:
-        from faststream.nats import NatsCredentials
-
-        return NatsCredentials(str(nats.creds_file))
-    if nats.user:
-        from faststream.nats import NatsUserPassword
-
-        return NatsUserPassword(nats.user, nats.password or "")
-    return None
-
-
-async def _log_error(exc: Exception) -> None:
-    """One line instead of nats-py's default traceback per failed (re)connect attempt."""
-    logger.debug("nats: %s: %s", type(exc).__name__, exc)
-
-
-def build_broker(settings: Settings | None = None, *, routers: tuple[NatsRouter, ...] = ()) -> NatsBroker:
-    """A broker with the connection options every service shares and trace propagation in headers."""
-    nats = (settings or Settings()).nats
-    return NatsBroker(
-        nats.url,
-        name="kubescribe-dispatcher",
-        connect_timeout=nats.connect_timeout,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        error_cb=_log_error,
-        security=_security(nats),
-        middlewares=(NatsTelemetryMiddleware(),),
-        routers=routers,
-        logger=logger,
-        description="Embedded nats-server or the cluster's NATS",
-    )
-
-
-async def _jetstream(broker: NatsBroker, nats: NatsSettings) -> JetStreamContext:
-    try:
-        # With reconnects forever, nats-py would also retry the *initial* connect forever: bound it.
-        connection = await asyncio.wait_for(broker.connect(), timeout=nats.connect_timeout * 3)
-    except (NoServersError, OSError, TimeoutError) as exc:
-        detail = str(exc) or type(exc).__name__
-        raise ConfigurationError(
-            f"cannot reach NATS at {nats.url}: {detail}; start one with `kubescribe up` or set KUBESCRIBE_NATS_URL"
-        ) from exc
-    return connection.jetstream(timeout=nats.request_timeout)
-
-
 def build_app(
     settings: Settings | None = None,
     *,
@@ -154,7 +104,9 @@ def build_app(
     settings = settings or Settings()
     broker = build_broker(
         settings,
+        name="kubescribe-dispatcher",
         routers=(build_router(durable=durable, ack_wait_s=settings.dispatcher.ack_wait_s, deliver_new=deliver_new),),
+        logger=logger,
     )
 
     @contextlib.asynccontextmanager
@@ -162,7 +114,7 @@ def build_app(
         chosen = backend
         dispatcher: Dispatcher | None = None
         try:
-            js = await _jetstream(broker, settings.nats)
+            js = await connect_jetstream(broker, settings.nats)
             await ensure_topology(js, settings.streams)
             chosen = chosen or get_backend(settings.dispatcher.backend, settings=settings)
             dispatcher = Dispatcher(js, chosen, settings)
@@ -208,11 +160,4 @@ async def serve(
     settings = settings or Settings()
     setup_telemetry("kubescribe-dispatcher")
     app = build_app(settings, backend=backend, durable=durable, deliver_new=deliver_new)
-    async with app.lifespan_context():
-        try:
-            await app.start()
-            if ready is not None:
-                ready.set()
-            await asyncio.Event().wait()
-        finally:
-            await app.stop()
+    await run_until_cancelled(app, ready)

@@ -3,8 +3,8 @@
 - :func:`build_router`: the subscriber (durable ``summarizer``, the name KEDA's scaler reads;
   pull, explicit acks) and the channels it publishes, so the AsyncAPI export describes the
   service as it runs (:mod:`services.asyncapi` imports the module-level :data:`router`).
-- :func:`build_broker`: a ``NatsBroker`` with ``NatsTelemetryMiddleware``, so the trace context
-  travels in the message headers.
+- the broker is :func:`services.common.broker.build_broker` (``NatsTelemetryMiddleware``, so the
+  trace context travels in the message headers).
 - :func:`build_app`: the ``FastStream`` app; its lifespan connects, ensures the topology (the
   stream is never redeclared by FastStream: ``JStream(declare=False)``) and builds the
   long-lived resources (the gateway's httpx client, the prompt builder, :class:`InFlight`),
@@ -24,17 +24,14 @@ from collections.abc import AsyncIterator
 
 from faststream import ContextRepo, FastStream
 from faststream.middlewares import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from faststream.security import BaseSecurity
-from nats.errors import NoServersError
+from faststream.nats import JStream, NatsRouter, PullSub
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from services.common.errors import ConfigurationError
+from services.common.broker import build_broker, connect_jetstream, run_until_cancelled
 from services.common.events import RecordingFailed, Stage, SummaryReady, failed_subject
-from services.common.settings import NatsSettings, Settings
+from services.common.settings import Settings
 from services.common.telemetry import setup_telemetry
 from services.common.topology import (
     SUMMARIZER_CONSUMER,
@@ -49,7 +46,7 @@ from services.summarizer.inflight import MAX_DELIVER, InFlight
 from services.summarizer.prompts import PromptBuilder
 from services.summarizer.settings import PromptSettings, SummarizerServiceSettings
 
-__all__ = ["MAX_DELIVER", "build_app", "build_broker", "build_handler", "build_router", "router", "serve"]
+__all__ = ["MAX_DELIVER", "build_app", "build_handler", "build_router", "router", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,35 +106,6 @@ router = build_router()
 """The router as deployed (durable ``summarizer``), for the AsyncAPI export."""
 
 
-def _security(nats: NatsSettings) -> BaseSecurity | None:
-    if nats.creds_file:
-        from faststream.nats import NatsCredentials
-
-        return NatsCredentials(str(nats.creds_file))
-    if nats.user:
-        from faststream.nats import NatsUserPassword
-
-        return NatsUserPassword(nats.user, nats.password or "")
-    return None
-
-
-def build_broker(settings: Settings | None = None, *, routers: tuple[NatsRouter, ...] = ()) -> NatsBroker:
-    """A broker with the connection options every service shares and trace propagation in headers."""
-    nats = (settings or Settings()).nats
-    return NatsBroker(
-        nats.url,
-        name="kubescribe-summarizer",
-        connect_timeout=nats.connect_timeout,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        security=_security(nats),
-        middlewares=(NatsTelemetryMiddleware(),),
-        routers=routers,
-        logger=logger,
-        description="Embedded nats-server or the cluster's NATS",
-    )
-
-
 def build_handler(js: JetStreamContext, settings: Settings, client: ChatClient | None = None) -> SummarizeHandler:
     client = client or ChatClient(
         settings.llm,
@@ -145,16 +113,6 @@ def build_handler(js: JetStreamContext, settings: Settings, client: ChatClient |
         max_connections=max(16, settings.summarizer.concurrency * 2),
     )
     return SummarizeHandler(js, client, PromptBuilder(settings.llm, PromptSettings()))
-
-
-async def _jetstream(broker: NatsBroker, nats: NatsSettings) -> JetStreamContext:
-    try:
-        connection = await broker.connect()
-    except (NoServersError, OSError, TimeoutError) as exc:
-        raise ConfigurationError(
-            f"cannot reach NATS at {nats.url}: {exc}; start one with `kubescribe up` or set KUBESCRIBE_NATS_URL"
-        ) from exc
-    return connection.jetstream(timeout=nats.request_timeout)
 
 
 def build_app(
@@ -168,12 +126,14 @@ def build_app(
     service = SummarizerServiceSettings()
     broker = build_broker(
         settings,
+        name="kubescribe-summarizer",
         routers=(build_router(durable=durable, ack_wait_s=service.ack_wait_s, deliver_policy=deliver_policy),),
+        logger=logger,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
-        js = await _jetstream(broker, settings.nats)
+        js = await connect_jetstream(broker, settings.nats)
         await ensure_topology(js, settings.streams)
         handler = build_handler(js, settings)
         context.set_global(
@@ -212,11 +172,7 @@ async def serve(
     durable: str = SUMMARIZER_CONSUMER,
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
 ) -> None:
-    """Run the summarizer until cancelled (the service contract of ``kubescribe serve summarizer``).
-
-    Not ``FastStream.run``: it installs its own signal handlers, and here whoever runs
-    :func:`serve` (the runtime's process, a test) owns the signals and cancels the task.
-    """
+    """Run the summarizer until cancelled (the service contract of ``kubescribe serve summarizer``)."""
     settings = settings or Settings()
     setup_telemetry("kubescribe-summarizer")
     instrument_httpx()
@@ -226,11 +182,4 @@ async def serve(
 
         start_http_server(service.metrics_port)
     app = build_app(settings, durable=durable, deliver_policy=deliver_policy)
-    async with app.lifespan_context():
-        try:
-            await app.start()
-            if ready is not None:
-                ready.set()
-            await asyncio.Event().wait()
-        finally:
-            await app.stop()
+    await run_until_cancelled(app, ready)

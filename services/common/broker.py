@@ -1,0 +1,85 @@
+"""The FastStream broker every consumer service runs on, built one way.
+
+Each service (dispatcher, summarizer) brings its own ``NatsRouter``; this module owns what they
+share: connection options from :class:`NatsSettings` (credentials, reconnect forever), trace
+propagation through NATS headers (``NatsTelemetryMiddleware``), a bounded *initial* connect that
+fails with a readable error, and the ``serve`` loop of the service contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from faststream import FastStream
+from faststream.nats import NatsBroker, NatsRouter
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.security import BaseSecurity
+from nats.errors import NoServersError
+from nats.js import JetStreamContext
+
+from services.common.nats_client import initial_connect_attempts, log_connection_error, unreachable
+from services.common.settings import NatsSettings, Settings
+
+
+def broker_security(nats: NatsSettings) -> BaseSecurity | None:
+    """FastStream's form of the credentials in :class:`NatsSettings`."""
+    if nats.creds_file:
+        from faststream.nats import NatsCredentials
+
+        return NatsCredentials(str(nats.creds_file))
+    if nats.user:
+        from faststream.nats import NatsUserPassword
+
+        return NatsUserPassword(nats.user, nats.password or "")
+    return None
+
+
+def build_broker(
+    settings: Settings | None,
+    *,
+    name: str,
+    routers: tuple[NatsRouter, ...] = (),
+    logger: logging.Logger | None = None,
+) -> NatsBroker:
+    """A broker with the connection options every service shares and trace propagation in headers."""
+    nats = (settings or Settings()).nats
+    return NatsBroker(
+        nats.url,
+        name=name,
+        connect_timeout=nats.connect_timeout,
+        max_reconnect_attempts=initial_connect_attempts(nats),
+        reconnect_time_wait=nats.connect_options()["reconnect_time_wait"],
+        error_cb=log_connection_error,
+        security=broker_security(nats),
+        middlewares=(NatsTelemetryMiddleware(),),
+        routers=routers,
+        logger=logger,
+        description="Embedded nats-server or the cluster's NATS",
+    )
+
+
+async def connect_jetstream(broker: NatsBroker, nats: NatsSettings) -> JetStreamContext:
+    """Connect (for about ``connect_timeout``), then reconnect forever; a missing server is one readable error."""
+    try:
+        connection = await asyncio.wait_for(broker.connect(), timeout=nats.connect_timeout * 3)
+    except (NoServersError, OSError, TimeoutError) as exc:
+        raise unreachable(nats, exc) from exc
+    connection.options["max_reconnect_attempts"] = -1
+    return connection.jetstream(timeout=nats.request_timeout)
+
+
+async def run_until_cancelled(app: FastStream, ready: asyncio.Event | None = None) -> None:
+    """The service contract's loop: start, signal ``ready``, run until the task is cancelled.
+
+    Not ``FastStream.run``: it installs its own signal handlers, and here whoever runs the service
+    (the runtime's process, a test) owns the signals and cancels the task.
+    """
+    async with app.lifespan_context():
+        try:
+            await app.start()
+            if ready is not None:
+                ready.set()
+            await asyncio.Event().wait()
+        finally:
+            await app.stop()
