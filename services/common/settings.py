@@ -190,6 +190,8 @@ class SummarizerSettings(BaseSettings):
     """After this long of 429/503/connection errors the recording fails retryably."""
     backoff_base_s: float = 0.25
     backoff_max_s: float = 10.0
+    ack_wait_s: float = 60.0
+    """JetStream redelivers after this; a running summary sends in-progress acks every third of it."""
 
 
 class RuntimeSettings(BaseSettings):

@@ -31,7 +31,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.common.broker import build_broker, connect_jetstream, run_until_cancelled
 from services.common.events import RecordingFailed, Stage, SummaryReady, failed_subject
-from services.common.settings import Settings
+from services.common.settings import Settings, SummarizerSettings
 from services.common.telemetry import setup_telemetry
 from services.common.topology import (
     SUMMARIZER_CONSUMER,
@@ -44,7 +44,7 @@ from services.summarizer.client import ChatClient, RetryPolicy, instrument_httpx
 from services.summarizer.handlers import INFLIGHT, SummarizeHandler, on_transcript_ready
 from services.summarizer.inflight import MAX_DELIVER, InFlight
 from services.summarizer.prompts import PromptBuilder
-from services.summarizer.settings import PromptSettings, SummarizerServiceSettings
+from services.summarizer.settings import PromptSettings
 
 __all__ = ["MAX_DELIVER", "build_app", "build_handler", "build_router", "router", "serve"]
 
@@ -58,7 +58,7 @@ a request outstanding at shutdown waits for ``ack_wait`` before it is redelivere
 def build_router(
     *,
     durable: str = SUMMARIZER_CONSUMER,
-    ack_wait_s: float = SummarizerServiceSettings.model_fields["ack_wait_s"].default,
+    ack_wait_s: float = SummarizerSettings.model_fields["ack_wait_s"].default,
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
 ) -> NatsRouter:
     """The summarizer's subscriber and publishers (tests pass their own ``durable``)."""
@@ -123,11 +123,12 @@ def build_app(
 ) -> FastStream:
     """The FastStream app (``faststream run services.summarizer.app:build_app --factory`` works too)."""
     settings = settings or Settings()
-    service = SummarizerServiceSettings()
     broker = build_broker(
         settings,
         name="kubescribe-summarizer",
-        routers=(build_router(durable=durable, ack_wait_s=service.ack_wait_s, deliver_policy=deliver_policy),),
+        routers=(
+            build_router(durable=durable, ack_wait_s=settings.summarizer.ack_wait_s, deliver_policy=deliver_policy),
+        ),
         logger=logger,
     )
 
@@ -137,7 +138,8 @@ def build_app(
         await ensure_topology(js, settings.streams)
         handler = build_handler(js, settings)
         context.set_global(
-            INFLIGHT, InFlight(handler, concurrency=settings.summarizer.concurrency, ack_wait_s=service.ack_wait_s)
+            INFLIGHT,
+            InFlight(handler, concurrency=settings.summarizer.concurrency, ack_wait_s=settings.summarizer.ack_wait_s),
         )
         logger.info(
             "summarizer consuming %s as %s (concurrency %d)", TRANSCRIPT_READY, durable, settings.summarizer.concurrency
@@ -176,10 +178,5 @@ async def serve(
     settings = settings or Settings()
     setup_telemetry("kubescribe-summarizer")
     instrument_httpx()
-    service = SummarizerServiceSettings()
-    if service.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(service.metrics_port)
     app = build_app(settings, durable=durable, deliver_policy=deliver_policy)
     await run_until_cancelled(app, ready)

@@ -1,4 +1,4 @@
-"""Settings of the summarizer that only it reads: prompt templates and its metrics port."""
+"""Settings of the summarizer that only it reads: the prompt templates."""
 
 from __future__ import annotations
 
@@ -41,14 +41,3 @@ class PromptSettings(BaseSettings):
     """Conservative estimate (English BPE averages ~4): overestimating tokens only adds a map step."""
     prompt_overhead_tokens: int = 64
     """Chat-template tokens around the messages, reserved from the context."""
-
-
-class SummarizerServiceSettings(BaseSettings):
-    """Process-level options of ``serve`` (``KUBESCRIBE_SUMMARIZER_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="KUBESCRIBE_SUMMARIZER_", extra="ignore", frozen=True)
-
-    metrics_port: int | None = None
-    """Expose Prometheus metrics on this port; unset in the embedded runtime (no scraper there)."""
-    ack_wait_s: float = 60.0
-    """JetStream redelivers after this; the handler sends in-progress acks every third of it."""
