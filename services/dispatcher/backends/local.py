@@ -180,8 +180,9 @@ class LocalJobBackend:
 
     async def _create(self, *args: str) -> _Process:
         env = {**os.environ, **self.extra_env}
-        # One thread per slot unless configured otherwise (e.g. one slot owning the machine).
-        threads = env.get("KUBESCRIBE_WHISPER_CPU_THREADS") or "1"
+        # One thread per slot unless configured otherwise (e.g. one slot owning the machine);
+        # an explicit ``env`` override wins over the settings, as for every other variable.
+        threads = self.extra_env.get("KUBESCRIBE_WHISPER_CPU_THREADS") or str(self.settings.transcriber.cpu_threads)
         env.update(
             KUBESCRIBE_NATS_URL=self.settings.nats.url,
             KUBESCRIBE_WHISPER_CPU_THREADS=threads,
