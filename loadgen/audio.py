@@ -17,7 +17,6 @@ import struct
 import subprocess
 import tempfile
 import wave
-from collections.abc import Iterable
 from pathlib import Path
 
 import platformdirs
@@ -70,18 +69,6 @@ def materialize(spec: AudioSpec, *, cache_dir: Path | None = None, base_dir: Pat
     finally:
         tmp.unlink(missing_ok=True)
     return target
-
-
-def materialize_all(
-    specs: Iterable[AudioSpec], *, cache_dir: Path | None = None, base_dir: Path | None = None
-) -> dict[str, Path]:
-    """Render every distinct spec once; returns ``{spec hash or file path: file}``."""
-    out: dict[str, Path] = {}
-    for spec in specs:
-        key = audio_key(spec)
-        if key not in out:
-            out[key] = materialize(spec, cache_dir=cache_dir, base_dir=base_dir)
-    return out
 
 
 def audio_key(spec: AudioSpec) -> str:

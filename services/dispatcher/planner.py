@@ -77,9 +77,6 @@ class Planner:
         self._last_arrival = max(self._last_arrival, pending.arrived)
         self._pending[pending.recording.recording_id] = pending
 
-    def remove(self, recording_id: str) -> Pending | None:
-        return self._pending.pop(recording_id, None)
-
     def __contains__(self, recording_id: object) -> bool:
         return recording_id in self._pending
 
