@@ -49,7 +49,7 @@ class UnavailableError(TemporaryError):
 
 
 def error_response(request: Request, status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
-    """The JSON error answer; a rejected upload is counted by its ``code``."""
+    """The JSON error answer; a rejected upload is counted by its ``code`` in the app's service metrics."""
     if request.method == "POST" and status >= 400:
         request.app.state.service.metrics.rejections.labels(code).inc()
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
