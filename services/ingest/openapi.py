@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from services.common.settings import Settings
+from services.ingest.api import create_app
 
 
 def openapi_document() -> dict:
     """Build the app without connecting anywhere (the lifespan, which connects, does not run)."""
-    from services.ingest.api import create_app
-
     return create_app(Settings()).openapi()
 
 

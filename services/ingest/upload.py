@@ -16,18 +16,20 @@ from pathlib import Path
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from services.ingest.errors import ApiError
+
 RAW_TYPES = ("audio/", "video/", "application/octet-stream", "application/ogg")
 """Raw bodies we accept; the probe decides whether they really are audio."""
 
 
-class UploadError(Exception):
-    """The request body cannot be read as an upload: the API answers ``status`` with ``code``."""
+class UploadError(ApiError):
+    """The request body cannot be read as an upload: the API answers ``status`` with ``code``.
+
+    An :class:`ApiError` (so a permanent rejection) because the same body fails the same way.
+    """
 
     def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
+        super().__init__(status, code, detail)
 
 
 class Upload:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +20,8 @@ from services.common.ids import new_id
 from services.common.status import RecordingStage, StatusStore
 from services.common.storage import get_bytes, object_exists, put_bytes
 from services.common.telemetry import StageSpan, setup_telemetry
-from services.common.topology import AUDIO_BUCKET, AUDIO_RECEIVED, AUDIO_STREAM, ensure_topology
+from services.common.topology import AUDIO_BUCKET, AUDIO_RECEIVED, AUDIO_STREAM, IDEMPOTENCY_BUCKET, ensure_topology
+from services.ingest.idempotency import IDEMPOTENCY_STALE_S, claim_key
 from tests.integration.ingest_support import make_settings, running_ingest, store_counts
 from tests.speech import SENTENCES, duration_of, synthesize
 
@@ -231,6 +234,31 @@ async def test_failed_request_releases_its_idempotency_key(api, clips) -> None:
     assert (await api.post("/v1/recordings", content=b"not audio", headers=headers)).status_code == 415
     retry = await api.post("/v1/recordings", content=clips["wav"].read_bytes(), headers=headers)
     assert retry.status_code == 202 and retry.json()["replayed"] is False
+
+
+async def test_claimed_key_is_409_until_stale_then_taken_over(api, js, clips) -> None:
+    """A claim whose owner has no status is an upload still streaming elsewhere: 409 naming its id,
+    nothing stored. Once older than IDEMPOTENCY_STALE_S its owner is taken to have died, and the
+    next upload takes the claim over (and is then what the key replays)."""
+    kv = await js.key_value(IDEMPOTENCY_BUCKET)
+    key, owner = f"claimed-{new_id()}", new_id()
+    revision = await kv.create(claim_key("default", key), json.dumps({"id": owner, "at": time.time()}).encode())
+    headers = {"Content-Type": "audio/wav", "Idempotency-Key": key}
+    data = clips["wav"].read_bytes()
+    before = await store_counts(js)
+    busy = await api.post("/v1/recordings", content=data, headers=headers)
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["error"] == "in_progress" and busy.json()["id"] == owner and busy.json()["detail"]
+    assert await store_counts(js) == before
+    assert 'kubescribe_ingest_rejections_total{reason="in_progress"} 1.0' in (await api.get("/metrics")).text
+
+    stale = json.dumps({"id": owner, "at": time.time() - IDEMPOTENCY_STALE_S - 1}).encode()
+    await kv.update(claim_key("default", key), stale, last=revision)
+    taken = await api.post("/v1/recordings", content=data, headers=headers)
+    assert taken.status_code == 202, taken.text
+    assert taken.json()["replayed"] is False and taken.json()["id"] != owner
+    replay = await api.post("/v1/recordings", content=data, headers=headers)
+    assert replay.json()["id"] == taken.json()["id"] and replay.json()["replayed"] is True
 
 
 async def test_publish_failure_rolls_back(api, js, clips) -> None:

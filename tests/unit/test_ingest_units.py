@@ -7,8 +7,9 @@ from fastapi import HTTPException
 from starlette.requests import Request
 
 from services.common.documents import Segment, Transcript
-from services.common.errors import UnsupportedAudioError
+from services.common.errors import PermanentError, TemporaryError, UnsupportedAudioError
 from services.ingest.auth import BearerAuth
+from services.ingest.errors import ApiError, UnavailableError
 from services.ingest.formats import to_srt, to_txt, to_vtt
 from services.ingest.probe import probe_file
 from services.ingest.upload import UploadError, open_upload
@@ -115,3 +116,23 @@ def test_openapi_document_describes_the_api() -> None:
     assert {"audio/*", "multipart/form-data"} <= set(upload["requestBody"]["content"])
     assert {"202", "401", "413", "415", "422"} <= set(upload["responses"])
     assert schema_files() == {"kubescribe.ingest.openapi.json": document}  # deterministic
+
+
+def test_ingest_errors_sit_under_the_project_root() -> None:
+    """A rejected request is permanent (the same request gets the same answer), a 503 temporary;
+    both keep the HTTP status the API answers with."""
+    assert issubclass(UploadError, ApiError) and issubclass(ApiError, PermanentError)
+    assert issubclass(UnavailableError, TemporaryError)
+    rejected = UploadError(415, "unsupported_media_type", "send audio/*")
+    assert (rejected.status, rejected.code, rejected.detail, str(rejected)) == (
+        415,
+        "unsupported_media_type",
+        "send audio/*",
+        "send audio/*",
+    )
+    unavailable = UnavailableError("NATS is unavailable; retry")
+    assert (unavailable.status, unavailable.code, unavailable.detail) == (
+        503,
+        "unavailable",
+        "NATS is unavailable; retry",
+    )

@@ -1,0 +1,73 @@
+"""``Idempotency-Key`` claims in the ``idempotency`` KV bucket: same key and tenant → same recording.
+
+A claim maps ``sha256(tenant, key)`` to the recording id that took it and when. It is created
+before the upload streams and released when the upload fails, so only accepted uploads are
+replayed; a claim whose recording has a status is a replay, one without a status is either
+still uploading (409) or left by a process that died mid-upload (taken over once stale).
+The KV revision makes every step compare-and-set, so two replicas never both win a key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from services.common.status import StatusStore
+from services.ingest.errors import ApiError, UnavailableError
+
+IDEMPOTENCY_STALE_S = 900.0
+"""A claim whose upload never finished (the process died) may be taken over after this long."""
+CLAIM_ATTEMPTS = 5
+"""Races (a claim released or taken over between our reads) are retried this often, then 503."""
+
+
+def claim_key(tenant: str, key: str) -> str:
+    """The KV key of an ``Idempotency-Key``: hashed, because client keys may hold any characters."""
+    return hashlib.sha256(f"{tenant}\n{key}".encode()).hexdigest()
+
+
+class IdempotencyClaims:
+    """Claim, and release, ``Idempotency-Key`` s; the status store says whether an owner finished."""
+
+    def __init__(self, kv: KeyValue, status: StatusStore) -> None:
+        self.kv = kv
+        self.status = status
+
+    async def claim(self, key: str, recording_id: str) -> tuple[str, int | None]:
+        """Claim ``key`` for ``recording_id``; returns (owner id, our revision or None if not ours)."""
+        value = json.dumps({"id": recording_id, "at": time.time()}).encode()
+        for _ in range(CLAIM_ATTEMPTS):
+            try:
+                return recording_id, await self.kv.create(key, value)
+            except KeyWrongLastSequenceError:
+                pass
+            try:
+                entry = await self.kv.get(key)
+            except KeyNotFoundError:
+                continue  # released between our create and get: try again
+            claim = json.loads(entry.value or b"{}")
+            owner = claim.get("id")
+            if owner and await self.status.get(owner) is not None:
+                return owner, None
+            if time.time() - float(claim.get("at", 0)) < IDEMPOTENCY_STALE_S:
+                raise ApiError(
+                    409,
+                    "in_progress",
+                    "an upload with this Idempotency-Key is still in progress; retry when it has finished",
+                    id=owner,
+                )
+            try:  # the owner died mid-upload: take the claim over
+                return recording_id, await self.kv.update(key, value, last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue
+        raise UnavailableError("could not claim the Idempotency-Key; retry")
+
+    async def release(self, key: str, revision: int) -> None:
+        """Drop our claim (only if still ours), so a retry of a failed upload starts fresh."""
+        with contextlib.suppress(Exception):
+            await self.kv.delete(key, last=revision)
