@@ -1,22 +1,41 @@
 """Event contracts: one pydantic model per event, versioned in the type name.
 
 Every event carries ``id`` (assigned once, when the fact happened), ``source``, ``type``
-(``kubescribe.<noun>.<verb>.v<N>``) and ``schema_version``; consumers dedupe on
-``(source, id)``. Adding an optional field keeps ``v1``; an incompatible change gets ``v2``
-and a new schema file. Unknown fields are rejected (``extra="forbid"``), so a producer that
-drifts from the contract learns it from a ``*.failed`` event instead of silently losing data.
+(``kubescribe.<noun>.<verb>.v<N>``) and ``schema_version``. Publishers set ``Nats-Msg-Id`` to
+the id, so JetStream drops a re-publish inside its duplicate window; beyond that, consumers are
+idempotent per *recording* (the ``recordings`` status KV), which also absorbs duplicates that
+carry a different id, such as a client submitting the same recording twice.
+
+Versioning follows CloudEvents: adding an optional field keeps ``v1``; an incompatible change
+gets ``v2`` (a new type name) and a new schema file. The two sides are deliberately asymmetric
+(the tolerant reader):
+
+- Producers are strict. The models forbid unknown fields (``extra="forbid"``), so kubescribe
+  code cannot construct an event the committed schema (``additionalProperties: false``) would
+  reject; the test suite validates every published event against ``schemas/``.
+- Consumers are tolerant. :func:`parse_event`, the one parse path at every consumer boundary,
+  drops fields its model does not know (a newer producer's optional additions) instead of
+  failing the message, logs each unknown field once per process and counts every occurrence in
+  ``kubescribe_event_unknown_fields_total``. Unknown *values* of known fields still fail: a
+  ``schema_version`` or ``type`` the consumer does not know is a different contract.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.errors import InvalidEventError
 from services.common.ids import ULID_PATTERN, new_id
+from services.common.metrics import EVENT_UNKNOWN_FIELDS
+
+_logger = logging.getLogger(__name__)
 
 TENANT_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 """A DNS label, so that a tenant can name a Kueue LocalQueue and label a Job unchanged."""
@@ -77,7 +96,7 @@ class Event(BaseModel):
     source: str = Field(
         min_length=1,
         max_length=256,
-        description="Who produced the event (service name or client id); with id, the dedup key.",
+        description="Who produced the event (service name or client id).",
         examples=["kubescribe/ingest"],
     )
     recording_id: str = Field(
@@ -93,11 +112,6 @@ class Event(BaseModel):
     )
     priority: Priority = Field(Priority.normal, description="Scheduling priority.")
     created_at: datetime = Field(default_factory=utcnow, description="When the fact happened (UTC, RFC 3339).")
-
-    @property
-    def dedup_key(self) -> str:
-        """Consumers that must not redo work key on this."""
-        return f"{self.source}/{self.id}"
 
 
 class AudioReceived(Event):
@@ -189,23 +203,80 @@ def failed_subject(stage: Stage | str) -> str:
 
 
 def parse_event(model: type[E], data: bytes | str | dict[str, Any]) -> E:
-    """Validate a message body against ``model``, raising :class:`InvalidEventError` with a readable reason."""
+    """Validate a message body against ``model`` as a tolerant reader (see the module docstring).
+
+    Unknown fields, at the top level or inside a nested reference, are dropped, logged once and
+    counted; anything else that does not match raises :class:`InvalidEventError` with a
+    readable reason.
+    """
+    if isinstance(data, dict):
+        body: Any = data
+    else:
+        try:
+            body = json.loads(data)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise InvalidEventError(f"invalid {model.TYPE} event: <body>: not a JSON document ({exc})") from exc
+    unknown: list[str] = []
+    if isinstance(body, dict):
+        body = _known_fields(model, body, "", unknown)
     try:
-        if isinstance(data, dict):
-            return model.model_validate(data)
-        return model.model_validate_json(data)
+        event = model.model_validate(body)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in exc.errors()[:10]
         )
         raise InvalidEventError(f"invalid {model.TYPE} event: {problems}") from exc
+    for name in unknown:
+        _note_unknown_field(model.TYPE, name, event.source)
+    return event
+
+
+def _known_fields(model: type[BaseModel], body: dict[str, Any], prefix: str, unknown: list[str]) -> dict[str, Any]:
+    """``body`` without the keys ``model`` does not declare (recursing into nested models);
+    the dropped keys' dotted paths are appended to ``unknown``."""
+    kept: dict[str, Any] = {}
+    for key, value in body.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            unknown.append(f"{prefix}{key}")
+            continue
+        nested = _model_in(field.annotation)
+        if nested is not None and isinstance(value, dict):
+            value = _known_fields(nested, value, f"{prefix}{key}.", unknown)
+        kept[key] = value
+    return kept
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (``ObjectRef`` or ``ObjectRef | None``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+_REPORTED_UNKNOWN: set[tuple[str, str]] = set()
+"""(event type, field) pairs already logged by this process: the log says it once, the counter counts all."""
+
+
+def _note_unknown_field(event_type: str, name: str, source: str) -> None:
+    EVENT_UNKNOWN_FIELDS.labels(event_type=event_type, field=name).inc()
+    if (event_type, name) in _REPORTED_UNKNOWN:
+        return
+    _REPORTED_UNKNOWN.add((event_type, name))
+    _logger.warning(
+        "ignoring field %r of %s events (first seen from %s): this consumer's v1 model does not know it; "
+        "a newer producer added it, upgrade this consumer to use it (logged once per process)",
+        name,
+        event_type,
+        source,
+    )
 
 
 def recording_id_of(data: bytes | str) -> str | None:
     """Best-effort recording id of a malformed body, so its failure report still names the recording."""
-    import json
-    import re
-
     try:
         value = json.loads(data).get("recording_id")
     except (ValueError, AttributeError, TypeError):
