@@ -70,7 +70,7 @@ class _Capture:
     def __init__(self) -> None:
         self.messages: list[tuple[dict[str, str], bytes]] = []
 
-    async def __call__(self, msg) -> None:
+    async def on_message(self, msg) -> None:
         if msg.headers and TYPE_HEADER in msg.headers:
             self.messages.append((dict(msg.headers), msg.data))
 
@@ -86,7 +86,7 @@ async def test_every_event_the_stack_publishes_matches_its_committed_schema(embe
     capture = _Capture()
     nc = await nats.connect(stack.nats_url)
     try:
-        await nc.subscribe("kubescribe.>", cb=capture)
+        await nc.subscribe("kubescribe.>", cb=capture.on_message)
         await nc.flush()
         sample = bundled_samples()[0].path
         async with httpx.AsyncClient(base_url=stack.ingest_url, timeout=30) as client:
