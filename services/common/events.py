@@ -23,19 +23,16 @@ gets ``v2`` (a new type name) and a new schema file. The two sides are deliberat
 from __future__ import annotations
 
 import json
-import logging
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.errors import InvalidEventError
 from services.common.ids import ULID_PATTERN, new_id
-from services.common.metrics import EVENT_UNKNOWN_FIELDS
-
-_logger = logging.getLogger(__name__)
+from services.common.tolerant import report_unknown_fields, validate_tolerant
 
 TENANT_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 """A DNS label, so that a tenant can name a Kueue LocalQueue and label a Job unchanged."""
@@ -216,63 +213,15 @@ def parse_event(model: type[E], data: bytes | str | dict[str, Any]) -> E:
             body = json.loads(data)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
             raise InvalidEventError(f"invalid {model.TYPE} event: <body>: not a JSON document ({exc})") from exc
-    unknown: list[str] = []
-    if isinstance(body, dict):
-        body = _known_fields(model, body, "", unknown)
     try:
-        event = model.model_validate(body)
+        event, unknown = validate_tolerant(model, body)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in exc.errors()[:10]
         )
         raise InvalidEventError(f"invalid {model.TYPE} event: {problems}") from exc
-    for name in unknown:
-        _note_unknown_field(model.TYPE, name, event.source)
+    report_unknown_fields(model.TYPE, unknown, event.source)
     return event
-
-
-def _known_fields(model: type[BaseModel], body: dict[str, Any], prefix: str, unknown: list[str]) -> dict[str, Any]:
-    """``body`` without the keys ``model`` does not declare (recursing into nested models);
-    the dropped keys' dotted paths are appended to ``unknown``."""
-    kept: dict[str, Any] = {}
-    for key, value in body.items():
-        field = model.model_fields.get(key)
-        if field is None:
-            unknown.append(f"{prefix}{key}")
-            continue
-        nested = _model_in(field.annotation)
-        if nested is not None and isinstance(value, dict):
-            value = _known_fields(nested, value, f"{prefix}{key}.", unknown)
-        kept[key] = value
-    return kept
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model a field holds (``ObjectRef`` or ``ObjectRef | None``), if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-    return None
-
-
-_REPORTED_UNKNOWN: set[tuple[str, str]] = set()
-"""(event type, field) pairs already logged by this process: the log says it once, the counter counts all."""
-
-
-def _note_unknown_field(event_type: str, name: str, source: str) -> None:
-    EVENT_UNKNOWN_FIELDS.labels(event_type=event_type, field=name).inc()
-    if (event_type, name) in _REPORTED_UNKNOWN:
-        return
-    _REPORTED_UNKNOWN.add((event_type, name))
-    _logger.warning(
-        "ignoring field %r of %s events (first seen from %s): this consumer's v1 model does not know it; "
-        "a newer producer added it, upgrade this consumer to use it (logged once per process)",
-        name,
-        event_type,
-        source,
-    )
 
 
 def recording_id_of(data: bytes | str) -> str | None:

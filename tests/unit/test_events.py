@@ -65,7 +65,7 @@ def test_consumers_drop_unknown_fields_log_each_once_and_count_every_one(caplog:
     body[field] = 2
     body["audio"]["tier_" + field] = "hot"
     before = _unknown_count(AudioReceived.TYPE, field)
-    with caplog.at_level(logging.WARNING, logger="services.common.events"):
+    with caplog.at_level(logging.WARNING, logger="services.common.tolerant"):
         first = parse_event(AudioReceived, json.dumps(body))
         second = parse_event(AudioReceived, json.dumps(body).encode())
         third = parse_event(AudioReceived, body)
