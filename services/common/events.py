@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.errors import InvalidEventError
 from services.common.ids import ULID_PATTERN, new_id
-from services.common.tolerant import report_unknown_fields, validate_tolerant
+from services.common.tolerant import report_unknown_fields, split_unknown
 
 TENANT_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 """A DNS label, so that a tenant can name a Kueue LocalQueue and label a Job unchanged."""
@@ -204,7 +204,8 @@ def parse_event(model: type[E], data: bytes | str | dict[str, Any]) -> E:
 
     Unknown fields, at the top level or inside a nested reference, are dropped, logged once and
     counted; anything else that does not match raises :class:`InvalidEventError` with a
-    readable reason.
+    readable reason, which also names the unknown fields (``audio.nmae`` beside a missing
+    ``audio.name`` is a typo, not a newer producer).
     """
     if isinstance(data, dict):
         body: Any = data
@@ -213,13 +214,16 @@ def parse_event(model: type[E], data: bytes | str | dict[str, Any]) -> E:
             body = json.loads(data)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
             raise InvalidEventError(f"invalid {model.TYPE} event: <body>: not a JSON document ({exc})") from exc
+    known, unknown = split_unknown(model, body)
     try:
-        event, unknown = validate_tolerant(model, body)
+        event = model.model_validate(known)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in exc.errors()[:10]
         )
-        raise InvalidEventError(f"invalid {model.TYPE} event: {problems}") from exc
+        # An unknown field next to a missing one is often a misspelling: name both.
+        ignored = f" (unknown fields, ignored: {', '.join(unknown)})" if unknown else ""
+        raise InvalidEventError(f"invalid {model.TYPE} event: {problems}{ignored}") from exc
     report_unknown_fields(model.TYPE, unknown, event.source)
     return event
 

@@ -35,10 +35,16 @@ def validate_tolerant(model: type[M], body: Any) -> tuple[M, list[str]]:
     Raises pydantic's ``ValidationError`` for anything else that does not match: unknown
     *values* of known fields (a ``type`` or ``schema_version`` from another contract) still fail.
     """
+    known, unknown = split_unknown(model, body)
+    return model.model_validate(known), unknown
+
+
+def split_unknown(model: type[BaseModel], body: Any) -> tuple[Any, list[str]]:
+    """``body`` without the fields ``model`` does not declare, and the dotted paths of those fields."""
     unknown: list[str] = []
     if isinstance(body, dict):
         body = _known_fields(model, body, "", unknown)
-    return model.model_validate(body), unknown
+    return body, unknown
 
 
 def report_unknown_fields(contract: str, fields: Iterable[str], source: str) -> None:

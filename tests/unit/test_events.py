@@ -82,7 +82,7 @@ def test_unknown_fields_do_not_excuse_invalid_known_ones() -> None:
     body = json.loads(make_audio_received().model_dump_json())
     body["colour"] = "blue"
     body["priority"] = "urgent"
-    with pytest.raises(InvalidEventError, match="priority"):
+    with pytest.raises(InvalidEventError, match=r"priority: .*\(unknown fields, ignored: colour\)"):
         parse_event(AudioReceived, json.dumps(body))
 
 
