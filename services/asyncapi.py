@@ -22,7 +22,7 @@ from services.summarizer.app import router as summarizer_router
 
 DESCRIPTION = (
     "Recorded audio to transcripts and summaries over NATS JetStream. Every event carries `id`, "
-    "`source`, `type` and `schema_version`; consumers dedupe on (source, id); publishers set "
+    "`source`, `type` and `schema_version`; consumers are idempotent per recording; publishers set "
     "`Nats-Msg-Id` to the event id and carry the W3C `traceparent` header."
 )
 

@@ -1,14 +1,29 @@
 """Event contracts: one pydantic model per event, versioned in the type name.
 
 Every event carries ``id`` (assigned once, when the fact happened), ``source``, ``type``
-(``kubescribe.<noun>.<verb>.v<N>``) and ``schema_version``; consumers dedupe on
-``(source, id)``. Adding an optional field keeps ``v1``; an incompatible change gets ``v2``
-and a new schema file. Unknown fields are rejected (``extra="forbid"``), so a producer that
-drifts from the contract learns it from a ``*.failed`` event instead of silently losing data.
+(``kubescribe.<noun>.<verb>.v<N>``) and ``schema_version``. Publishers set ``Nats-Msg-Id`` to
+the id, so JetStream drops a re-publish inside its duplicate window; beyond that, consumers are
+idempotent per *recording* (the ``recordings`` status KV), which also absorbs duplicates that
+carry a different id, such as a client submitting the same recording twice.
+
+Versioning follows CloudEvents: adding an optional field keeps ``v1``; an incompatible change
+gets ``v2`` (a new type name) and a new schema file. The two sides are deliberately asymmetric
+(the tolerant reader):
+
+- Producers are strict. The models forbid unknown fields (``extra="forbid"``), so kubescribe
+  code cannot construct an event the committed schema (``additionalProperties: false``) would
+  reject; the test suite validates every published event against ``schemas/``.
+- Consumers are tolerant. :func:`parse_event`, the one parse path at every consumer boundary,
+  drops fields its model does not know (a newer producer's optional additions) instead of
+  failing the message, logs each unknown field once per process and counts every occurrence in
+  ``kubescribe_event_unknown_fields_total``. Unknown *values* of known fields still fail: a
+  ``schema_version`` or ``type`` the consumer does not know is a different contract.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, TypeVar
@@ -17,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.errors import InvalidEventError
 from services.common.ids import ULID_PATTERN, new_id
+from services.common.tolerant import report_unknown_fields, split_unknown
 
 TENANT_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 """A DNS label, so that a tenant can name a Kueue LocalQueue and label a Job unchanged."""
@@ -77,7 +93,7 @@ class Event(BaseModel):
     source: str = Field(
         min_length=1,
         max_length=256,
-        description="Who produced the event (service name or client id); with id, the dedup key.",
+        description="Who produced the event (service name or client id).",
         examples=["kubescribe/ingest"],
     )
     recording_id: str = Field(
@@ -93,11 +109,6 @@ class Event(BaseModel):
     )
     priority: Priority = Field(Priority.normal, description="Scheduling priority.")
     created_at: datetime = Field(default_factory=utcnow, description="When the fact happened (UTC, RFC 3339).")
-
-    @property
-    def dedup_key(self) -> str:
-        """Consumers that must not redo work key on this."""
-        return f"{self.source}/{self.id}"
 
 
 class AudioReceived(Event):
@@ -189,23 +200,36 @@ def failed_subject(stage: Stage | str) -> str:
 
 
 def parse_event(model: type[E], data: bytes | str | dict[str, Any]) -> E:
-    """Validate a message body against ``model``, raising :class:`InvalidEventError` with a readable reason."""
+    """Validate a message body against ``model`` as a tolerant reader (see the module docstring).
+
+    Unknown fields, at the top level or inside a nested reference, are dropped, logged once and
+    counted; anything else that does not match raises :class:`InvalidEventError` with a
+    readable reason, which also names the unknown fields (``audio.nmae`` beside a missing
+    ``audio.name`` is a typo, not a newer producer).
+    """
+    if isinstance(data, dict):
+        body: Any = data
+    else:
+        try:
+            body = json.loads(data)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise InvalidEventError(f"invalid {model.TYPE} event: <body>: not a JSON document ({exc})") from exc
+    known, unknown = split_unknown(model, body)
     try:
-        if isinstance(data, dict):
-            return model.model_validate(data)
-        return model.model_validate_json(data)
+        event = model.model_validate(known)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in exc.errors()[:10]
         )
-        raise InvalidEventError(f"invalid {model.TYPE} event: {problems}") from exc
+        # An unknown field next to a missing one is often a misspelling: name both.
+        ignored = f" (unknown fields, ignored: {', '.join(unknown)})" if unknown else ""
+        raise InvalidEventError(f"invalid {model.TYPE} event: {problems}{ignored}") from exc
+    report_unknown_fields(model.TYPE, unknown, event.source)
+    return event
 
 
 def recording_id_of(data: bytes | str) -> str | None:
     """Best-effort recording id of a malformed body, so its failure report still names the recording."""
-    import json
-    import re
-
     try:
         value = json.loads(data).get("recording_id")
     except (ValueError, AttributeError, TypeError):

@@ -16,45 +16,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from services.common.events import ObjectRef, Priority, utcnow
-from services.common.ids import new_id
-
-
-class JobRecording(BaseModel):
-    """One recording inside a job, with what the transcriber needs to process and trace it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    recording_id: str
-    audio: ObjectRef
-    tenant: str = "default"
-    priority: Priority = Priority.normal
-    duration_s: float | None = None
-    language: str | None = None
-    traceparent: str | None = Field(None, description="W3C trace context of the recording's trace.")
-    event_id: str | None = Field(None, description="Id of the AudioReceived that asked for it.")
-
-
-class TranscriptionJob(BaseModel):
-    """A planned job: the unit a backend runs (a subprocess locally, a batch/v1 Job in a cluster)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    job_id: str = Field(default_factory=lambda: new_id().lower())
-    """Lower-case ULID: sortable, and valid in a Kubernetes object name."""
-    model: str
-    profile: str = Field(description="Resource profile, e.g. 'mig-1g.5gb' (a DAS slice) or 'cpu'.")
-    recordings: list[JobRecording]
-    priority: Priority = Priority.normal
-    tenant: str = "default"
-    attempt: int = 1
-    created_at: datetime = Field(default_factory=utcnow)
-
-    @property
-    def audio_s(self) -> float:
-        return sum(r.duration_s or 0.0 for r in self.recordings)
+from services.common.events import utcnow
+from services.common.jobspec import JobRecording, TranscriptionJob  # noqa: F401 (JobRecording: old import path)
 
 
 class JobState(StrEnum):

@@ -11,6 +11,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
+from services.common.jobspec import parse_job
 from services.common.topology import JOBS_BUCKET
 from services.dispatcher.domain import JobEvent, TranscriptionJob
 
@@ -35,7 +36,7 @@ class JobStore:
             entry = await self.kv.get(job_id)
         except KeyNotFoundError:
             return None
-        return TranscriptionJob.model_validate_json(entry.value) if entry.value else None
+        return parse_job(entry.value) if entry.value else None
 
     async def put_state(self, event: JobEvent) -> None:
         await self.kv.put(event.job_id + STATE_SUFFIX, event.model_dump_json().encode())

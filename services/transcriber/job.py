@@ -26,12 +26,12 @@ from opentelemetry import trace
 from services.common.documents import Transcript
 from services.common.errors import PermanentError
 from services.common.events import Stage, TranscriptReady
+from services.common.jobspec import JobRecording, TranscriptionJob
 from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, StatusStore
 from services.common.storage import get_bytes, get_to_file, put_bytes
 from services.common.telemetry import StageSpan, extract_context, record_span, tracer
 from services.common.topology import TRANSCRIPTS_BUCKET
-from services.dispatcher.domain import JobRecording, TranscriptionJob
 from services.transcriber.engine import Engine
 
 logger = logging.getLogger(__name__)

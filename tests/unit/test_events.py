@@ -1,10 +1,13 @@
-"""Event contracts: versioned types, strict validation, readable errors."""
+"""Event contracts: versioned types, strict producers, tolerant consumers, readable errors."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
+from prometheus_client import REGISTRY
+from pydantic import ValidationError
 
 from services.common.errors import InvalidEventError
 from services.common.events import (
@@ -41,10 +44,45 @@ def test_round_trip_keeps_every_field() -> None:
     assert parse_event(AudioReceived, event.model_dump_json()) == event
 
 
-def test_unknown_fields_are_rejected_with_their_name() -> None:
+def test_producers_cannot_construct_an_event_with_an_unknown_field() -> None:
+    with pytest.raises(ValidationError, match="colour\n  Extra inputs are not permitted"):
+        make_audio_received(colour="blue")
+    with pytest.raises(ValidationError, match="tier\n  Extra inputs are not permitted"):
+        ObjectRef(bucket="audio", name="clip", tier="hot")
+
+
+def _unknown_count(event_type: str, field: str) -> float:
+    return (
+        REGISTRY.get_sample_value("kubescribe_event_unknown_fields_total", {"event_type": event_type, "field": field})
+        or 0.0
+    )
+
+
+def test_consumers_drop_unknown_fields_log_each_once_and_count_every_one(caplog: pytest.LogCaptureFixture) -> None:
+    event = make_audio_received(duration_s=2.0)
+    body = json.loads(event.model_dump_json())
+    field = f"speaker_count_{new_id().lower()}"  # unique: the log-once memory is per process
+    body[field] = 2
+    body["audio"]["tier_" + field] = "hot"
+    before = _unknown_count(AudioReceived.TYPE, field)
+    with caplog.at_level(logging.WARNING, logger="services.common.tolerant"):
+        first = parse_event(AudioReceived, json.dumps(body))
+        second = parse_event(AudioReceived, json.dumps(body).encode())
+        third = parse_event(AudioReceived, body)
+    assert first == second == third == event
+    assert _unknown_count(AudioReceived.TYPE, field) == before + 3
+    assert _unknown_count(AudioReceived.TYPE, f"audio.tier_{field}") == 3
+    logged = [r.getMessage() for r in caplog.records if field in r.getMessage()]
+    assert len(logged) == 2, logged
+    assert any(f"'{field}' of kubescribe.audio.received.v1" in line for line in logged)
+    assert any(f"'audio.tier_{field}'" in line for line in logged)
+
+
+def test_unknown_fields_do_not_excuse_invalid_known_ones() -> None:
     body = json.loads(make_audio_received().model_dump_json())
     body["colour"] = "blue"
-    with pytest.raises(InvalidEventError, match="colour: Extra inputs are not permitted"):
+    body["priority"] = "urgent"
+    with pytest.raises(InvalidEventError, match=r"priority: .*\(unknown fields, ignored: colour\)"):
         parse_event(AudioReceived, json.dumps(body))
 
 
