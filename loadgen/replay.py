@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from nats.js.api import DeliverPolicy
 from loadgen.audio import audio_key, materialize, wav_duration
 from loadgen.errors import TargetError
 from loadgen.progress import NullProgress, Progress
+from loadgen.report import percentile
 from loadgen.results import ItemResult, Outcome, Run, RunFooter, RunHeader
 from loadgen.trace import TraceItem
 from services.common.events import RecordingFailed, SummaryReady, parse_event, utcnow
@@ -518,9 +518,5 @@ async def replay(
 
 
 def lag_percentile(run: Run, q: float) -> float:
-    """The ``q``-quantile (0..1) of send lag over the items that were sent."""
-    lags = sorted(r.lag_s for r in run.items if r.lag_s is not None)
-    if not lags:
-        return math.nan
-    index = min(len(lags) - 1, max(0, math.ceil(q * len(lags)) - 1))
-    return lags[index]
+    """The ``q``-quantile (0..1) of send lag over the items that were sent (:func:`percentile`)."""
+    return percentile([r.lag_s for r in run.items if r.lag_s is not None], q * 100)
