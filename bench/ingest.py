@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadgen.audio import wav_bytes
 from loadgen.report import percentile
 from services.common.ids import new_id
 from services.common.nats_client import connect
@@ -53,13 +52,7 @@ def wav(size: int, rate: int = 16000) -> bytes:
     """A 16-bit mono WAV of exactly ``size`` bytes (a quiet sawtooth, so it is not all zeros)."""
     data_bytes = size - 44  # the stdlib's canonical PCM header is 44 bytes
     pattern = b"".join(struct.pack("<h", (i % 200) * 10 - 1000) for i in range(200))
-    out = io.BytesIO()
-    with wave.open(out, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(rate)
-        writer.writeframes((pattern * (data_bytes // len(pattern) + 1))[:data_bytes])
-    return out.getvalue()
+    return wav_bytes((pattern * (data_bytes // len(pattern) + 1))[:data_bytes], rate=rate)
 
 
 @dataclass
