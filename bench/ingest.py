@@ -35,6 +35,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadgen.audio import wav_bytes
+from loadgen.report import percentile
 from services.common.ids import new_id
 from services.common.nats_client import connect
 from services.common.settings import NatsSettings
@@ -48,18 +50,9 @@ console = Console()
 
 def wav(size: int, rate: int = 16000) -> bytes:
     """A 16-bit mono WAV of exactly ``size`` bytes (a quiet sawtooth, so it is not all zeros)."""
-    data_bytes = size - 44
-    header = (
-        b"RIFF"
-        + struct.pack("<I", 36 + data_bytes)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", data_bytes)
-    )
+    data_bytes = size - 44  # the stdlib's canonical PCM header is 44 bytes
     pattern = b"".join(struct.pack("<h", (i % 200) * 10 - 1000) for i in range(200))
-    body = (pattern * (data_bytes // len(pattern) + 1))[:data_bytes]
-    return header + body
+    return wav_bytes((pattern * (data_bytes // len(pattern) + 1))[:data_bytes], rate=rate)
 
 
 @dataclass
@@ -77,8 +70,8 @@ class Result:
         return self.count / self.elapsed
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+        """Latency quantile (``q`` in 0..1) by the project's one percentile definition."""
+        return percentile(self.latencies, q * 100)
 
 
 async def run(

@@ -2,9 +2,10 @@
 
 Both sides send the same prompt (the summarizer's prompt builder output) to the same simulator
 (a child process, so its CPU is not in our measurements) at the same concurrency, in the same
-run, interleaved in rounds so drift hits both equally. "direct" is a bare httpx streaming call;
-"summarizer" is the summarizer's gateway path: prompt building, ``ChatClient`` with retries,
-objective header, SSE parsing and OpenTelemetry httpx instrumentation.
+run, interleaved in rounds so drift hits both equally. "direct" is a bare httpx streaming call
+read by the shared stream reader (``services.common.openai_stream``); "summarizer" is the
+summarizer's gateway path: prompt building, ``ChatClient`` with retries, objective header, the
+same reader and OpenTelemetry httpx instrumentation.
 
     python bench/summarize.py                      # concurrency 64, 640 requests per side
     python bench/summarize.py --requests 320 --ttft 0.05
@@ -27,7 +28,9 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from loadgen.report import percentile
 from services.common.documents import Segment, Transcript
+from services.common.openai_stream import read_completion_stream
 from services.common.settings import LlmSettings
 from services.common.telemetry import setup_telemetry
 from services.runtime.sim_llm import SimConfig, SimLlmServer
@@ -39,23 +42,15 @@ from services.summarizer.settings import PromptSettings
 TEXT = "We reviewed the quarterly budget, agreed to hire two engineers and moved the office launch to June."
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def direct_one(http: httpx.AsyncClient, body: dict) -> float:
+    """TTFT of a bare streaming call, read by the same stream reader the summarizer's client uses."""
     sent = time.perf_counter()
-    ttft = None
     async with http.stream("POST", "chat/completions", json=body) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
-            if ttft is None and line.startswith("data:") and '"content"' in line:
-                ttft = time.perf_counter() - sent
-            if line == "data: [DONE]":
-                break  # as the summarizer's client does, so both sides use connections alike
-    assert ttft is not None
-    return ttft
+        stream = await read_completion_stream(response, sent)
+    if stream.ttft_s is None:
+        raise RuntimeError("the simulator sent no content token")
+    return stream.ttft_s
 
 
 async def run_side(n: int, concurrency: int, one, progress: Progress, task_id) -> tuple[list[float], float]:
@@ -124,8 +119,8 @@ async def main(args: argparse.Namespace) -> dict:
     report = {"concurrency": args.concurrency, "sim_ttft_s": args.ttft, "requests_per_side": len(results["direct"])}
     for name, values in results.items():
         report[name] = {
-            "p50_ms": percentile(values, 0.5) * 1e3,
-            "p99_ms": percentile(values, 0.99) * 1e3,
+            "p50_ms": percentile(values, 50) * 1e3,
+            "p99_ms": percentile(values, 99) * 1e3,
             "mean_ms": statistics.fmean(values) * 1e3,
             "throughput_rps": len(values) / elapsed[name],
         }

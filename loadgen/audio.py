@@ -9,6 +9,7 @@ never delays an arrival. Output is 16 kHz mono 16-bit WAV, what whisper resample
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import random
@@ -75,35 +76,63 @@ def audio_key(spec: AudioSpec) -> str:
     return f"file:{spec.path}" if isinstance(spec, FileAudio) else spec_hash(spec)
 
 
-def _speak(spec: SpeechAudio, path: Path) -> None:
-    missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
+SPEECH_TOOLS = ("espeak-ng", "sox")
+
+
+def missing_speech_tools() -> list[str]:
+    """The synthesis tools not on ``PATH`` (empty when speech can be rendered)."""
+    return [tool for tool in SPEECH_TOOLS if shutil.which(tool) is None]
+
+
+def synthesize_speech(
+    text: str,
+    path: Path,
+    *,
+    voice: str | None = None,
+    speed: int = 160,
+    rate: int = SAMPLE_RATE,
+    bits: int | None = None,
+) -> Path:
+    """Speak ``text`` into ``path`` with espeak-ng, converted by sox; the suffix picks the format.
+
+    The one speech synthesizer of the project: traces render with it, and tests speak their
+    known sentences with it, so whisper is scored on the audio a replay sends. ``voice`` None is
+    espeak-ng's default; ``bits`` None keeps sox's choice for the format (lossy formats have none).
+    """
+    missing = missing_speech_tools()
     if missing:
         raise AudioSynthesisError(
             f"speech audio needs {' and '.join(missing)}: `apt-get install espeak-ng sox`, "
             "or make the trace with `--audio tone`"
         )
+    path.parent.mkdir(parents=True, exist_ok=True)
     raw = path.with_suffix(".espeak.wav")
+    voice_args = ["-v", voice] if voice else []
+    bits_args = ["-b", str(bits)] if bits else []
     try:
         subprocess.run(
-            ["espeak-ng", "-v", spec.voice, "-s", str(spec.speed), "-w", str(raw), "--stdin"],
-            input=spec.text.encode(),
+            ["espeak-ng", *voice_args, "-s", str(speed), "-w", str(raw), "--stdin"],
+            input=text.encode(),
             check=True,
             capture_output=True,
             timeout=300,
         )
         subprocess.run(
-            ["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path)],
+            ["sox", str(raw), "-r", str(rate), "-c", "1", *bits_args, str(path)],
             check=True,
             capture_output=True,
             timeout=300,
         )
     except subprocess.CalledProcessError as exc:
         reason = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-        raise AudioSynthesisError(
-            f"{exc.cmd[0]} failed for voice {spec.voice!r}: {reason[-1] if reason else exc}"
-        ) from exc
+        raise AudioSynthesisError(f"{exc.cmd[0]} failed for voice {voice!r}: {reason[-1] if reason else exc}") from exc
     finally:
         raw.unlink(missing_ok=True)
+    return path
+
+
+def _speak(spec: SpeechAudio, path: Path) -> None:
+    synthesize_speech(spec.text, path, voice=spec.voice, speed=spec.speed, bits=16)
 
 
 def _tone(spec: ToneAudio) -> bytes:
@@ -118,12 +147,19 @@ def _noise(spec: NoiseAudio) -> bytes:
     return random.Random(spec.seed).randbytes(frames * 2)
 
 
+def wav_bytes(pcm: bytes, *, rate: int = SAMPLE_RATE) -> bytes:
+    """16-bit mono PCM samples as a WAV file (stdlib ``wave`` writes the header)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(pcm)
+    return out.getvalue()
+
+
 def _write_wav(path: Path, pcm: bytes) -> None:
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm)
+    path.write_bytes(wav_bytes(pcm))
 
 
 def wav_duration(path: Path) -> float | None:

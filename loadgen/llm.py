@@ -8,7 +8,8 @@ GAIE/llm-d gateway, one vLLM replica, the simulator, the local llama.cpp server)
 
 Per request it records TTFT (request sent → first content token), mean inter-token latency
 ((latency - TTFT) / (output tokens - 1), GuideLLM's definition), latency and token counts from
-the final ``usage`` chunk (falling back to counting content chunks).
+the final ``usage`` chunk (falling back to counting content chunks). The stream is read by
+:mod:`services.common.openai_stream`, the summarizer's own reader, so both agree on the clock.
 
 Given several base URLs (replicas), the client routes each request itself: ``random`` is the
 paper's baseline (a Kubernetes Service spreading requests blindly), ``least-loaded`` sends to
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections.abc import Sequence
@@ -34,6 +34,7 @@ from loadgen.results import LlmResult, Run, RunFooter, RunHeader
 from loadgen.trace import TraceItem
 from services.common.events import utcnow
 from services.common.ids import new_id
+from services.common.openai_stream import OpenAIStreamError, StreamedCompletion, read_completion_stream
 
 
 @dataclass
@@ -100,9 +101,7 @@ async def one_request(
     }
     start = time.perf_counter()
     result = LlmResult(id=item.id, concurrency=concurrency, start_s=start - t0)
-    first: float | None = None
-    chunks = 0
-    usage: dict | None = None
+    stream: StreamedCompletion | None = None
     try:
         async with client.stream("POST", "/chat/completions", json=body) as response:
             result.status = response.status_code
@@ -111,36 +110,21 @@ async def one_request(
                 result.error = f"HTTP {response.status_code}: {text[:200]}"
                 result.latency_s = time.perf_counter() - start
                 return result
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    result.error = f"malformed stream chunk: {data[:100]}"
-                    break
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices") or ():
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        chunks += 1
-                        if first is None:
-                            first = time.perf_counter()
+            stream = await read_completion_stream(response, start, model=model)
+    except OpenAIStreamError as exc:
+        result.error = f"malformed stream: {exc}"
     except httpx.HTTPError as exc:
         result.error = f"{type(exc).__name__}: {exc}"
-    end = time.perf_counter()
-    result.latency_s = end - start
-    if first is not None:
-        result.ttft_s = first - start
-    result.tokens_out = int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") else chunks
-    if usage and usage.get("prompt_tokens") is not None:
-        result.tokens_in = int(usage["prompt_tokens"])
+    result.latency_s = time.perf_counter() - start
+    if stream is None:
+        return result
+    result.ttft_s = stream.ttft_s
+    result.tokens_out = stream.tokens_out
+    if stream.tokens_in is not None:
+        result.tokens_in = stream.tokens_in
     if result.ttft_s is not None and result.tokens_out > 1:
         result.itl_s = (result.latency_s - result.ttft_s) / (result.tokens_out - 1)
-    if first is None and result.error is None:
+    if stream.first_at is None:
         result.error = "stream ended without any content token"
     return result
 

@@ -37,26 +37,5 @@ class Progress(Protocol):
         """The run ended: ``completed``, ``deadline`` or ``interrupted``."""
 
 
-class NullProgress:
-    """Does nothing: the default for library use and tests."""
-
-    def on_prepare(self, total: int) -> None:
-        pass
-
-    def on_prepared(self, done: int) -> None:
-        pass
-
-    def on_start(self, header: RunHeader) -> None:
-        pass
-
-    def on_sent(self, item_id: str, lag_s: float) -> None:
-        pass
-
-    def on_result(self, result: ItemResult | LlmResult) -> None:
-        pass
-
-    def on_phase(self, description: str) -> None:
-        pass
-
-    def on_end(self, stopped: str, duration_s: float) -> None:
-        pass
+class NullProgress(Progress):
+    """Does nothing: the default for library use and tests (the protocol's hooks are no-ops)."""

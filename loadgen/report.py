@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from loadgen.results import ItemResult, LlmResult, Run
 
 BOUNDARIES = ("received", "dispatched", "running", "transcribed", "summarizing", "summarized")
@@ -33,13 +35,13 @@ SEGMENT_COLORS = ("#9ecae1", "#fdae6b", "#3182bd", "#c7e9c0", "#31a354")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100), numpy's default method; NaN when empty."""
-    data = sorted(values)
-    if not data:
+    """The project's one percentile: numpy's linear interpolation, ``q`` in 0..100; NaN when empty.
+
+    Every report, bench and replay check uses this one, so a p99 means the same everywhere.
+    """
+    if not len(values):
         return math.nan
-    position = (len(data) - 1) * q / 100.0
-    low, high = math.floor(position), math.ceil(position)
-    return data[low] + (data[high] - data[low]) * (position - low)
+    return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
 def describe(values: Sequence[float]) -> dict[str, float]:

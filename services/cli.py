@@ -17,7 +17,6 @@ Exit status: 0 on success, 2 on a usage error, 1 on a runtime failure (one reada
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 
@@ -25,6 +24,7 @@ import typer
 from rich.console import Console
 
 from services.common.errors import KubescribeError
+from services.common.logs import configure_logging
 
 app = typer.Typer(
     name="kubescribe",
@@ -55,10 +55,7 @@ def _register_commands() -> None:
 def main() -> None:
     """Entry point: one readable line and exit 1 for an expected failure, never a traceback."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.basicConfig(
-        level=os.environ.get("KUBESCRIBE_LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    configure_logging()
     _register_commands()
     try:
         app()

@@ -1,5 +1,8 @@
 """Real test speech: clips of known text synthesized with espeak-ng, converted with sox.
 
+Synthesis is the product's (:func:`loadgen.audio.synthesize_speech`); this module adds the known
+sentences, a skip when the tools are missing, and an independent duration measurement.
+
 Whisper hears these like a (robotic) human voice, so transcripts can be scored with WER
 against the text that was spoken.
 """
@@ -11,6 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from loadgen.audio import SPEECH_TOOLS, synthesize_speech
 
 SENTENCES = (
     "The quarterly budget review is scheduled for Thursday morning.",
@@ -29,14 +34,9 @@ def require_tools(*tools: str) -> None:
 
 
 def synthesize(text: str, path: Path, *, rate: int = 16000, speed: int = 160) -> Path:
-    """Speak ``text`` into ``path``; the suffix picks the format (.wav, .flac, .ogg, .mp3 via sox)."""
-    require_tools("espeak-ng", "sox")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = path.with_suffix(".espeak.wav")
-    subprocess.run(["espeak-ng", "-s", str(speed), "-w", str(raw), text], check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", str(path)], check=True, capture_output=True)
-    raw.unlink()
-    return path
+    """Speak ``text`` into ``path`` with the product's synthesizer; the suffix picks the format."""
+    require_tools(*SPEECH_TOOLS)
+    return synthesize_speech(text, path, rate=rate, speed=speed)
 
 
 def duration_of(path: Path) -> float:

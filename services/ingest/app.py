@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from services.common.logs import configure_logging
 from services.common.nats_client import connect
 from services.common.settings import Settings
 from services.common.telemetry import setup_telemetry
@@ -85,7 +86,7 @@ async def _serve_until_signalled() -> None:
 
 def main() -> None:
     """Run as a process (a container's command); SIGTERM/SIGINT shut it down cleanly."""
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging()
     asyncio.run(_serve_until_signalled())
 
 

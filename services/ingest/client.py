@@ -38,14 +38,31 @@ Progress = Callable[[int], None]
 class SubmitError(KubescribeError):
     """The ingest API refused an upload; the message carries its status and reason."""
 
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+CONTENT_TYPES = {
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".mp3": "audio/mpeg",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".m4a": "audio/mp4",
+    ".webm": "audio/webm",
+}
+"""The project's one suffix → media type map for uploads (the CLI, direct publishing, loadgen).
+Explicit, because ``mimetypes`` varies by platform (``audio/x-wav``, ``video/webm``)."""
+
 
 def content_type_of(path: Path) -> str:
+    """The media type an upload of ``path`` declares: the map, else an ``audio/*`` guess, else octet-stream."""
+    known = CONTENT_TYPES.get(path.suffix.lower())
+    if known:
+        return known
     guessed, _ = mimetypes.guess_type(path.name)
-    if guessed and guessed.startswith("audio/"):
-        return guessed
-    return {".flac": "audio/flac", ".ogg": "audio/ogg", ".opus": "audio/ogg", ".m4a": "audio/mp4"}.get(
-        path.suffix.lower(), "application/octet-stream"
-    )
+    return guessed if guessed and guessed.startswith("audio/") else "application/octet-stream"
 
 
 async def _file_chunks(path: Path, progress: Progress | None = None) -> AsyncIterator[bytes]:
@@ -155,32 +172,46 @@ async def upload_file(
     tenant: str | None = None,
     priority: str | None = None,
     idempotency_key: str | None = None,
+    model: str | None = None,
+    language: str | None = None,
     token: str | None = None,
     progress: Progress | None = None,
+    data: bytes | None = None,
 ) -> dict[str, Any]:
-    """POST ``path`` as a raw, streamed body to ``/v1/recordings``; returns the 202 body."""
+    """POST ``path`` as a raw body to ``/v1/recordings``; returns the 202 body.
+
+    The one HTTP upload of the project (``kubescribe submit`` and the load generator's
+    ``HttpTarget``). The file is streamed from disk, unless the caller already holds its bytes
+    in ``data`` (a replay reads small recordings before its clock starts).
+    """
     path = Path(path)
     headers = {
         "Content-Type": content_type_of(path),
-        "Content-Length": str(path.stat().st_size),
+        "Content-Length": str(len(data) if data is not None else path.stat().st_size),
         "X-Filename": path.name,
         **auth_headers(token),
     }
-    if tenant:
-        headers["X-Tenant"] = tenant
-    if priority:
-        headers["X-Priority"] = priority
-    if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
-    response = await client.post("/v1/recordings", content=_async_http_body(path, progress), headers=headers)
+    optional = {
+        "X-Tenant": tenant,
+        "X-Priority": priority,
+        "X-Model": model,
+        "X-Language": language,
+        "Idempotency-Key": idempotency_key,
+    }
+    headers.update({name: value for name, value in optional.items() if value})
+    body = data if data is not None else _async_http_body(path, progress)
+    response = await client.post("/v1/recordings", content=body, headers=headers)
     if response.status_code != 202:
-        raise SubmitError(f"{path.name}: HTTP {response.status_code}: {_reason(response)}")
-    return response.json()
+        raise SubmitError(f"{path.name}: HTTP {response.status_code}: {_reason(response)}", status=response.status_code)
+    try:
+        return dict(response.json())
+    except (ValueError, TypeError) as exc:
+        raise SubmitError(f"{path.name}: HTTP 202 without a JSON body: {response.text[:200]}", status=202) from exc
 
 
 def _reason(response: httpx.Response) -> str:
     try:
         body = response.json()
-        return str(body.get("detail") or body)
-    except ValueError:
-        return response.text[:200]
+        return str(body.get("detail") or body)[:300]
+    except (ValueError, AttributeError):
+        return response.text[:300]

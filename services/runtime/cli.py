@@ -31,6 +31,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from services.common.errors import ConfigurationError
+from services.common.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 console = Console()
@@ -405,10 +406,7 @@ def main() -> None:
     from services.common.errors import KubescribeError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.basicConfig(
-        level=os.environ.get("KUBESCRIBE_LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    configure_logging()
     app = typer.Typer(name="kubescribe", pretty_exceptions_enable=False, add_completion=False)
     register(app)
     try:

@@ -8,15 +8,17 @@
 - treats 429/503 (and 502/504, and connection errors before any token) as shed load: retries
   with exponential backoff and full jitter, honouring ``Retry-After``, until a deadline, then
   raises :class:`LlmUnavailableError` (a :class:`TemporaryError`);
-- a malformed SSE line or a stream that ends before ``[DONE]`` is :class:`LlmStreamError`, with
-  what was received, never a silently truncated summary.
+- a malformed stream (data that is not a JSON object, an error chunk) or one that ends before
+  ``[DONE]`` is :class:`LlmStreamError`, with what was received, never a silently truncated
+  summary. Parsing and timing are :mod:`services.common.openai_stream`, shared with loadgen.
 
 Errors::
 
     KubescribeError
     ├── TemporaryError
     │   ├── LlmUnavailableError   shed load / unreachable until the retry deadline
-    │   └── LlmStreamError        malformed SSE, or the stream dropped mid-way
+    │   └── OpenAIStreamError
+    │       └── LlmStreamError    malformed SSE, or the stream dropped mid-way
     └── PermanentError
         └── LlmRequestError       4xx other than 429 (bad model name, prompt too long)
 """
@@ -37,6 +39,7 @@ import httpx
 
 from services.common.errors import PermanentError, TemporaryError
 from services.common.events import Priority
+from services.common.openai_stream import OpenAIStreamError, read_completion_stream
 from services.common.settings import LlmSettings, SummarizerSettings
 
 logger = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ class LlmUnavailableError(TemporaryError):
         self.attempts = attempts
 
 
-class LlmStreamError(TemporaryError):
+class LlmStreamError(OpenAIStreamError):
     """The response stream was malformed or ended early; a retry may get a whole one."""
 
 
@@ -262,66 +265,28 @@ async def _raise_for_status(response: httpx.Response) -> None:
 
 
 async def _read_stream(response: httpx.Response, sent: float, model: str) -> ChatResult:
-    """Parse SSE ``data:`` events until ``[DONE]``; anything else that is not JSON is an error."""
-    parts: list[str] = []
-    itl: list[float] = []
-    first_at: float | None = None
-    last_at = sent
-    usage: dict[str, Any] | None = None
-    finish: str | None = None
-    counted = 0
-    done = False
-    async for line in response.aiter_lines():
-        if not line or line.startswith(":"):
-            continue  # keep-alive comment or event separator
-        if not line.startswith("data:"):
-            if line.startswith(("event:", "id:", "retry:")):
-                continue
-            raise LlmStreamError(f"malformed SSE line from the LLM gateway: {line[:200]!r}")
-        data = line[5:].strip()
-        if data == "[DONE]":
-            done = True
-            break
-        try:
-            chunk = json.loads(data)
-        except ValueError as exc:
-            raise LlmStreamError(f"malformed SSE data from the LLM gateway (not JSON): {data[:200]!r}") from exc
-        if not isinstance(chunk, dict):
-            raise LlmStreamError(f"malformed SSE data from the LLM gateway (not an object): {data[:200]!r}")
-        if "error" in chunk:
-            raise LlmStreamError(f"LLM gateway reported an error mid-stream: {str(chunk['error'])[:500]}")
-        model = chunk.get("model") or model
-        if chunk.get("usage"):
-            usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            delta = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
-            if delta:
-                now = time.perf_counter()
-                if first_at is None:
-                    first_at = now
-                else:
-                    itl.append(now - last_at)
-                last_at = now
-                parts.append(delta)
-                counted += 1
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-    if not done:
+    """Read the stream with the shared reader; one that ends before ``[DONE]`` is an error, not a short summary."""
+    try:
+        stream = await read_completion_stream(response, sent, model=model)
+    except OpenAIStreamError as exc:
+        raise LlmStreamError(str(exc).replace("LLM server", "LLM gateway")) from exc
+    if not stream.done:
         raise LlmStreamError(
-            f"LLM stream ended before [DONE] after {counted} tokens (finish_reason={finish!r}): the gateway dropped it"
+            f"LLM stream ended before [DONE] after {stream.deltas} tokens "
+            f"(finish_reason={stream.finish_reason!r}): the gateway dropped it"
         )
-    end = time.perf_counter()
-    if first_at is None:
-        first_at = end
+    end = stream.ended_at or time.perf_counter()
+    first_at = stream.first_at if stream.first_at is not None else end
+    last_at = stream.last_at if stream.last_at is not None else sent
     return ChatResult(
-        text="".join(parts).strip(),
-        model=model,
+        text=stream.text.strip(),
+        model=stream.model or model,
         ttft_s=first_at - sent,
-        generation_s=last_at - first_at if counted else 0.0,
+        generation_s=last_at - first_at if stream.deltas else 0.0,
         total_s=end - sent,
-        tokens_in=int((usage or {}).get("prompt_tokens") or 0),
-        tokens_out=int((usage or {}).get("completion_tokens") or counted),
-        itl_s=itl,
-        finish_reason=finish,
-        usage_reported=usage is not None,
+        tokens_in=stream.tokens_in or 0,
+        tokens_out=stream.tokens_out,
+        itl_s=stream.itl_s,
+        finish_reason=stream.finish_reason,
+        usage_reported=stream.usage is not None,
     )

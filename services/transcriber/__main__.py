@@ -106,10 +106,9 @@ async def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.basicConfig(
-        level=os.environ.get("KUBESCRIBE_LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    from services.common.logs import configure_logging
+
+    configure_logging()
     args = _parse(argv)
     try:
         return asyncio.run(_main(args))

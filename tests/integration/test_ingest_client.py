@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from services.common.errors import InvalidEventError, UnsupportedAudioError
 from services.common.events import AudioReceived, ObjectRef, parse_event
 from services.common.storage import ObjectTooLargeError, get_bytes, put_stream
 from services.common.topology import AUDIO_BUCKET, AUDIO_RECEIVED, AUDIO_STREAM
-from services.ingest.client import publish_recording
+from services.ingest.client import content_type_of, publish_recording
 from tests.integration.ingest_support import store_counts
 from tests.speech import SENTENCES, duration_of, synthesize
 
@@ -95,3 +96,19 @@ async def test_publish_recording_validates_before_storing(js, tmp_path) -> None:
         with pytest.raises(InvalidEventError, match=r"cannot submit v\.wav"):
             await publish_recording(js, path, **bad)
     assert await store_counts(js) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.wav", "audio/wav"),
+        ("A.WAV", "audio/wav"),
+        ("a.mp3", "audio/mpeg"),
+        ("a.opus", "audio/ogg"),
+        ("a.webm", "audio/webm"),
+        ("a.txt", "application/octet-stream"),
+    ],
+)
+def test_one_content_type_map(name, expected) -> None:
+    """Uploads (CLI, loadgen) and direct publishing declare the same type, whatever the platform's mimetypes."""
+    assert content_type_of(Path(name)) == expected

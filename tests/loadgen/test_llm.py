@@ -103,3 +103,15 @@ async def test_least_loaded_routing_beats_random_across_replicas():
     assert {r.endpoint for r in runs["least-loaded"].llm} == set(urls)
     # A queued request waits for a whole request (~0.05 + 9 * 0.01 s) before its first token.
     assert worst["random"] > worst["least-loaded"] + 0.07, worst
+
+
+@pytest.mark.parametrize(("fault", "match"), [("malformed", "not JSON"), ("drop", "RemoteProtocolError")])
+async def test_broken_streams_are_recorded_errors(fault, match):
+    """The benchmark reads streams with the summarizer's reader: a broken one is an error row, never a raise."""
+    config = sim_llm.SimConfig(ttft=0.01, itl=0.005, fault=fault)
+    with sim_llm.SimLlmServer(config) as server:
+        run = await benchmark(
+            server.base_url, make_prompts(2, seed=5), LlmOptions(concurrencies=(2,), requests=2, max_tokens=8)
+        )
+    assert len(run.llm) == 2
+    assert all(r.error and match in r.error for r in run.llm), [r.error for r in run.llm]
