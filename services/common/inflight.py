@@ -54,7 +54,9 @@ __all__ = [
     "InFlight",
     "Keepalive",
     "Settlement",
+    "ack",
     "deliveries",
+    "fail",
     "hand_back",
     "settle",
 ]
@@ -64,8 +66,11 @@ logger = logging.getLogger(__name__)
 MAX_DELIVER = 5
 """Deliveries after which a message that keeps failing is reported instead of retried: enough to
 ride out a gateway restart or a NATS leader election, few enough that a bug surfaces in minutes."""
+CRASH_BACKOFF_S = 2.0
+"""Nak delay after the first unexpected exception, doubled on each delivery (2, 4, 8, 16 s): a
+bug or an outage is not hammered, and a blip is over by the second try."""
 CRASH_BACKOFF_MAX_S = 30.0
-"""Longest nak delay after an unexpected exception (2, 4, 8, 16 s, then this)."""
+"""Longest nak delay after an unexpected exception."""
 MIN_KEEPALIVE_S = 0.5
 """Shortest interval between in-progress acks, so a tiny ``ack_wait`` in a test cannot spin."""
 
@@ -83,7 +88,8 @@ class Settlement(StrEnum):
 class Failure:
     """A message given up on: what the service's reporter turns into a ``RecordingFailed``."""
 
-    error: BaseException
+    error: BaseException | None
+    """``None`` when the service itself gave up (the dispatcher after ``max_attempts`` jobs)."""
     retryable: bool
     """``False`` for a :class:`PermanentError`; ``True`` when retries ran out (resubmitting later may work)."""
     deliveries: int
@@ -103,14 +109,20 @@ def deliveries(msg: Msg) -> int:
         return 1
 
 
-def _backoff(delivered: int) -> float:
-    return min(CRASH_BACKOFF_MAX_S, 2.0**delivered)
+def _backoff(delivered: int, base_s: float = CRASH_BACKOFF_S) -> float:
+    return min(CRASH_BACKOFF_MAX_S, base_s * 2.0 ** (delivered - 1))
 
 
 async def _quietly(action: Awaitable[None]) -> None:
     """An ack/nak that fails (connection gone, already settled) leaves redelivery to ``ack_wait``."""
     with contextlib.suppress(Exception):
         await action
+
+
+async def ack(msg: Msg) -> Settlement:
+    """The message is handled: JetStream forgets it."""
+    await _quietly(msg.ack())
+    return Settlement.acked
 
 
 async def hand_back(msg: Msg) -> Settlement:
@@ -120,31 +132,40 @@ async def hand_back(msg: Msg) -> Settlement:
 
 
 async def settle(
-    msg: Msg, error: BaseException | None, *, report: FailureReporter, max_deliver: int = MAX_DELIVER
+    msg: Msg,
+    error: BaseException | None,
+    *,
+    report: FailureReporter,
+    max_deliver: int = MAX_DELIVER,
+    backoff_s: float = CRASH_BACKOFF_S,
 ) -> Settlement:
-    """Ack, nak (with a delay) or report ``msg``, decided by ``error``'s class (see the module docstring)."""
+    """Ack, nak (with a delay) or report ``msg``, decided by ``error``'s class (see the module docstring).
+
+    ``max_deliver`` should be the consumer's own, so the last delivery JetStream makes reports;
+    ``backoff_s`` is the first nak delay after an unexpected exception.
+    """
     if error is None:
-        await _quietly(msg.ack())
-        return Settlement.acked
+        return await ack(msg)
     if isinstance(error, asyncio.CancelledError):
         return await hand_back(msg)
     delivered = deliveries(msg)
     if isinstance(error, PermanentError):
-        return await _fail(msg, Failure(error, False, delivered, str(error)), report)
+        return await fail(msg, Failure(error, False, delivered, str(error)), report)
     if isinstance(error, TemporaryError):
         delay, what = error.delay, str(error)
         logger.warning("%s (delivery %d of %d); retrying in %.1f s", error, delivered, max_deliver, delay)
     else:
-        delay, what = _backoff(delivered), f"{type(error).__name__}: {error}"
+        delay, what = _backoff(delivered, backoff_s), f"{type(error).__name__}: {error}"
         logger.error("handling %s crashed (delivery %d of %d)", msg.subject, delivered, max_deliver, exc_info=error)
     if delivered >= max_deliver:
         reason = f"gave up after {delivered} deliveries: {what}"
-        return await _fail(msg, Failure(error, True, delivered, reason), report)
+        return await fail(msg, Failure(error, True, delivered, reason), report)
     await _quietly(msg.nak(delay=delay))
     return Settlement.retried
 
 
-async def _fail(msg: Msg, failure: Failure, report: FailureReporter) -> Settlement:
+async def fail(msg: Msg, failure: Failure, report: FailureReporter) -> Settlement:
+    """Report ``failure``, then ack; if the report cannot be published, nak so it is tried again."""
     try:
         await report(msg, failure)
     except Exception:  # the report is the record: without it the message must come back
@@ -191,6 +212,7 @@ class InFlight:
         concurrency: int,
         ack_wait_s: float,
         max_deliver: int = MAX_DELIVER,
+        backoff_s: float = CRASH_BACKOFF_S,
         name: str = "message",
     ) -> None:
         if concurrency < 1:
@@ -199,6 +221,7 @@ class InFlight:
         self.report = report
         self.concurrency = concurrency
         self.max_deliver = max_deliver
+        self.backoff_s = backoff_s
         self.name = name
         self.running = 0
         self.peak = 0
@@ -242,9 +265,9 @@ class InFlight:
             await hand_back(msg)
             raise
         except Exception as exc:
-            await settle(msg, exc, report=self.report, max_deliver=self.max_deliver)
+            await settle(msg, exc, report=self.report, max_deliver=self.max_deliver, backoff_s=self.backoff_s)
         else:
-            await settle(msg, None, report=self.report, max_deliver=self.max_deliver)
+            await ack(msg)
         finally:
             self.running -= 1
             self._slots.release()
