@@ -384,11 +384,7 @@ class Dispatcher:
         self._wake.set()
 
     async def _give_up(self, held: Held, reason: str) -> None:
-        """Report a recording whose jobs kept ending without a transcript, then ack it.
-
-        No longer held first: if the report cannot be published, the boundary naks the message
-        and its redelivery is accepted afresh (and given up on again).
-        """
+        """Report and ack; unheld first, so if the report fails (nak) the redelivery starts afresh."""
         rid = held.recording.recording_id
         self.held.pop(rid, None)
         metrics.PENDING.set(len(self.held))
