@@ -272,8 +272,10 @@ async def test_keepalive_prevents_redelivery_of_a_slow_message(make_queue) -> No
 
     inflight = InFlight(handle, report=Reports(), concurrency=1, ack_wait_s=1.5)
     try:
-        await inflight.admit(await queue.fetch())
+        # admit returns only once the one slot is free again: fetch beside it, as another replica would.
+        admitting = asyncio.create_task(inflight.admit(await queue.fetch()))
         assert await queue.nothing_within(4.0), "redelivered although kept alive"
+        await admitting
         info = await queue.settled()
     finally:
         await inflight.aclose()
