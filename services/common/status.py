@@ -19,6 +19,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.common.errors import TemporaryError
 from services.common.events import ObjectRef, Priority, utcnow
 from services.common.topology import STATUS_BUCKET
 
@@ -87,8 +88,8 @@ class RecordingStatus(BaseModel):
         return self.stage in (RecordingStage.summarized, RecordingStage.failed)
 
 
-class StatusConflictError(RuntimeError):
-    """Compare-and-set kept losing; only under pathological contention."""
+class StatusConflictError(TemporaryError):
+    """Compare-and-set kept losing; only under pathological contention, so a later retry wins."""
 
 
 class StatusStore:

@@ -7,6 +7,12 @@ it alive with in-progress acks, and acks it from the job watcher once the record
 durable in the status KV (transcribed, or failed with a reason). How many messages are held at
 once is bounded by JetStream (the consumer's ``max_ack_pending``), so a backlog stays in the stream.
 
+The keepalive and every settlement go through the messaging boundary
+(:mod:`services.common.inflight`), the same as the summarizer's: an invalid event or missing audio
+(:class:`PermanentError`) is reported and acked, an unexpected error while accepting is nak'ed
+with backoff and reported after ``MAX_DELIVER`` deliveries, and a shutdown hands every held
+message back at once.
+
 Idempotency: a redelivered message for a recording that already has an outcome is acked; one
 for a recording held by this dispatcher replaces the held message; one whose status names a
 job the backend still runs is adopted, never dispatched twice. A job that ends without an
@@ -24,12 +30,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.common.errors import InvalidEventError
+from services.common.errors import InvalidEventError, MissingObjectError
 from services.common.events import AudioReceived, Stage, parse_event, recording_id_of, utcnow
+from services.common.inflight import Failure, Keepalive, ack, fail, hand_back, settle
 from services.common.messaging import report_failure
 from services.common.settings import Settings
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
@@ -107,6 +113,7 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._status: StatusStore | None = None
         self._jobs_store: JobStore | None = None
+        self._keepalive = Keepalive(self.config.ack_wait_s, lambda: [held.msg for held in self.held.values()])
 
     # --- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,7 +129,7 @@ class Dispatcher:
         self._tasks = [
             asyncio.create_task(self._watch(), name="dispatcher-watch"),
             asyncio.create_task(self._plan_loop(), name="dispatcher-plan"),
-            asyncio.create_task(self._heartbeat(), name="dispatcher-heartbeat"),
+            asyncio.create_task(self._keepalive.run(), name="dispatcher-keepalive"),
         ]
 
     async def stop(self) -> None:
@@ -141,8 +148,7 @@ class Dispatcher:
     async def _shutdown(self) -> None:
         await self.backend.aclose()
         for held in list(self.held.values()):
-            with contextlib.suppress(Exception):
-                await held.msg.nak()  # hand it to the next dispatcher at once, not after ack_wait
+            await hand_back(held.msg)  # to the next dispatcher at once, not after ack_wait
         self.held.clear()
         metrics.PENDING.set(0)
 
@@ -151,41 +157,42 @@ class Dispatcher:
         """Take one message from the subscriber: accept it, never raise, wake the planner.
 
         One at a time and in delivery order (FastStream runs the messages of one fetch
-        concurrently): two deliveries of one recording must not both be planned. An unexpected
-        error leaves the message unacked, so JetStream redelivers it after ``ack_wait``.
+        concurrently): two deliveries of one recording must not both be planned. A message that
+        is not held is settled at once, from what :meth:`accept` returned or raised.
         """
         async with self._accepting:
             try:
-                await self.accept(msg)
+                held = await self.accept(msg)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # never crash the consumer; JetStream redelivers after ack_wait
-                logger.exception("could not accept %s", msg.subject)
+            except Exception as exc:  # never crash the consumer: the boundary acks, naks or reports
+                self._forget(msg)
+                await settle(msg, exc, report=self._report_rejected)
+            else:
+                if not held:
+                    await ack(msg)
         self._wake.set()
 
-    async def accept(self, msg: Msg) -> None:
-        """Validate one AudioReceived and queue it for planning (or settle it at once)."""
+    async def accept(self, msg: Msg) -> bool:
+        """Validate one AudioReceived and queue it for planning; ``False``: it already has an outcome.
+
+        Raises :class:`InvalidEventError` / :class:`MissingObjectError` for a message that can
+        never be dispatched (:meth:`_report_rejected` reports it).
+        """
         assert self._status is not None
-        try:
-            event = parse_event(AudioReceived, msg.data)
-        except InvalidEventError as exc:
-            await self._reject(msg, str(exc), recording_id_of(msg.data), exc)
-            return
+        event = parse_event(AudioReceived, msg.data)
         rid = event.recording_id
         if rid in self.held:
             self.held[rid].msg = msg  # a redelivery of what we already hold: ack the latest
-            return
+            return True
         status = await self._status.get(rid)
         if status is not None and status.stage in OUTCOMES:
-            await _ack(msg)
-            return
+            return False
         if not await object_exists(self.js, event.audio):
-            reason = (
+            raise MissingObjectError(
                 f"audio object {event.audio.bucket}/{event.audio.name} of recording {rid} does not exist: "
                 "upload the bytes before publishing kubescribe.audio.received"
             )
-            await self._reject(msg, reason, rid, None, tenant=event.tenant)
-            return
         traceparent = traceparent_of(msg.headers) or (status.traceparent if status else None)
         recording = JobRecording(
             recording_id=rid,
@@ -204,29 +211,42 @@ class Dispatcher:
         metrics.PENDING.set(len(self.held))
         if status is not None and status.job_id and status.job_id in await self.backend.active():
             await self._adopt(held, status.job_id)
-            return
+            return True
         await self._status.update(rid, lambda s: _queued(s, event, traceparent), create=lambda: _new_status(event))
         if held.attempts >= self.config.max_attempts:
             await self._give_up(held, f"its jobs ended without a transcript {held.attempts} times")
-            return
+            return True
         self.planner.add(Pending(recording, held.model, time.monotonic(), attempt=held.attempts + 1))
+        return True
 
-    async def _reject(
-        self, msg: Msg, reason: str, rid: str | None, error: BaseException | None, *, tenant: str = "default"
-    ) -> None:
-        metrics.RECORDINGS_REJECTED.inc()
+    def _forget(self, msg: Msg) -> None:
+        """Accepting ``msg`` failed half-way: do not hold it, so its redelivery is accepted afresh."""
+        rid = recording_id_of(msg.data)
+        held = self.held.get(rid) if rid else None
+        if held is not None and held.msg is msg and held.job_id is None:
+            del self.held[rid]
+            metrics.PENDING.set(len(self.held))
+
+    async def _report_rejected(self, msg: Msg, failure: Failure) -> None:
+        """The boundary's failure report for a message that cannot be dispatched (stage ``dispatch``)."""
+        try:
+            event: AudioReceived | None = parse_event(AudioReceived, msg.data)
+        except InvalidEventError:
+            event = None
+        if not failure.retryable:
+            metrics.RECORDINGS_REJECTED.inc()
         await report_failure(
             self.js,
             stage=Stage.dispatch,
-            reason=reason,
-            retryable=False,
+            reason=failure.reason,
+            retryable=failure.retryable,
             source=SOURCE,
-            recording_id=rid,
-            error=error,
+            recording_id=event.recording_id if event else recording_id_of(msg.data),
+            attempts=failure.deliveries,
+            error=failure.error,
             subject=msg.subject,
-            tenant=tenant,
+            tenant=event.tenant if event else "default",
         )
-        await _ack(msg)
 
     async def _adopt(self, held: Held, job_id: str) -> None:
         """A restarted dispatcher finds the recording in a job the backend still runs: wait for it."""
@@ -341,7 +361,7 @@ class Dispatcher:
         if status is not None and status.stage in OUTCOMES:
             held = self.held.pop(rid)
             metrics.PENDING.set(len(self.held))
-            await _ack(held.msg)
+            await ack(held.msg)
             return
         reason = f"job {event.job_id} ended {event.state.value}" + (f" ({event.reason})" if event.reason else "")
         if event.state is JobState.evicted:
@@ -364,30 +384,26 @@ class Dispatcher:
         self._wake.set()
 
     async def _give_up(self, held: Held, reason: str) -> None:
+        """Report and ack; unheld first, so if the report fails (nak) the redelivery starts afresh."""
         rid = held.recording.recording_id
-        await report_failure(
-            self.js,
-            stage=Stage.transcribe,
-            reason=f"recording {rid} not transcribed after {held.attempts} attempts: {reason}",
-            retryable=True,
-            source=SOURCE,
-            recording_id=rid,
-            attempts=held.attempts,
-            subject=held.msg.subject,
-            tenant=held.recording.tenant,
-        )
         self.held.pop(rid, None)
         metrics.PENDING.set(len(self.held))
-        await _ack(held.msg)
 
-    # --- keeping held messages alive -----------------------------------------------------------
-    async def _heartbeat(self) -> None:
-        interval = max(0.5, self.config.ack_wait_s / 3)
-        while True:
-            await asyncio.sleep(interval)
-            for held in list(self.held.values()):
-                with contextlib.suppress(NatsError, asyncio.TimeoutError):
-                    await held.msg.in_progress()
+        async def report(msg: Msg, failure: Failure) -> None:
+            await report_failure(
+                self.js,
+                stage=Stage.transcribe,
+                reason=failure.reason,
+                retryable=failure.retryable,
+                source=SOURCE,
+                recording_id=rid,
+                attempts=held.attempts,
+                subject=msg.subject,
+                tenant=held.recording.tenant,
+            )
+
+        reason = f"recording {rid} not transcribed after {held.attempts} attempts: {reason}"
+        await fail(held.msg, Failure(None, True, held.attempts, reason), report)
 
 
 def _new_status(event: AudioReceived) -> RecordingStatus:
@@ -401,8 +417,3 @@ def _queued(status: RecordingStatus, event: AudioReceived, traceparent: str | No
     status.duration_s = status.duration_s if status.duration_s is not None else event.duration_s
     status.traceparent = status.traceparent or traceparent
     return status.advance(RecordingStage.queued)
-
-
-async def _ack(msg: Msg) -> None:
-    with contextlib.suppress(NatsError, asyncio.TimeoutError):
-        await msg.ack()

@@ -7,12 +7,15 @@
   trace context travels in the message headers).
 - :func:`build_app`: the ``FastStream`` app; its lifespan connects, ensures the topology (the
   stream is never redeclared by FastStream: ``JStream(declare=False)``) and builds the
-  long-lived resources (the gateway's httpx client, the prompt builder, :class:`InFlight`),
-  which the subscriber receives through ``Context``.
+  long-lived resources (the gateway's httpx client, the prompt builder, the
+  :class:`~services.summarizer.consumer.Summarizer` and the
+  :class:`~services.common.inflight.InFlight` that runs it), which the subscriber receives
+  through ``Context``.
 - :func:`serve`: the service contract of ``kubescribe serve summarizer``.
 
 Concurrency (``SummarizerSettings.concurrency``) is bounded by :class:`InFlight`, which also
-makes sure that no message is fetched before a slot is free (see its module).
+makes sure that no message is fetched before a slot is free, and settles every message (see
+:mod:`services.common.inflight`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.common.broker import build_broker, connect_jetstream, run_until_cancelled
 from services.common.events import RecordingFailed, Stage, SummaryReady, failed_subject
+from services.common.inflight import MAX_DELIVER, InFlight
 from services.common.settings import Settings, SummarizerSettings
 from services.common.telemetry import setup_telemetry
 from services.common.topology import (
@@ -41,12 +45,12 @@ from services.common.topology import (
     ensure_topology,
 )
 from services.summarizer.client import ChatClient, RetryPolicy, instrument_httpx
-from services.summarizer.handlers import INFLIGHT, SummarizeHandler, on_transcript_ready
-from services.summarizer.inflight import MAX_DELIVER, InFlight
+from services.summarizer.consumer import Summarizer
+from services.summarizer.handlers import INFLIGHT, on_transcript_ready
 from services.summarizer.prompts import PromptBuilder
 from services.summarizer.settings import PromptSettings
 
-__all__ = ["MAX_DELIVER", "build_app", "build_handler", "build_router", "router", "serve"]
+__all__ = ["MAX_DELIVER", "build_app", "build_router", "build_summarizer", "router", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +110,13 @@ router = build_router()
 """The router as deployed (durable ``summarizer``), for the AsyncAPI export."""
 
 
-def build_handler(js: JetStreamContext, settings: Settings, client: ChatClient | None = None) -> SummarizeHandler:
+def build_summarizer(js: JetStreamContext, settings: Settings, client: ChatClient | None = None) -> Summarizer:
     client = client or ChatClient(
         settings.llm,
         retry=RetryPolicy.from_settings(settings.summarizer),
         max_connections=max(16, settings.summarizer.concurrency * 2),
     )
-    return SummarizeHandler(js, client, PromptBuilder(settings.llm, PromptSettings()))
+    return Summarizer(js, client, PromptBuilder(settings.llm, PromptSettings()))
 
 
 def build_app(
@@ -136,18 +140,23 @@ def build_app(
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         js = await connect_jetstream(broker, settings.nats)
         await ensure_topology(js, settings.streams)
-        handler = build_handler(js, settings)
-        context.set_global(
-            INFLIGHT,
-            InFlight(handler, concurrency=settings.summarizer.concurrency, ack_wait_s=settings.summarizer.ack_wait_s),
+        summarizer = build_summarizer(js, settings)
+        inflight = InFlight(
+            summarizer.handle,
+            report=summarizer.report,
+            concurrency=settings.summarizer.concurrency,
+            ack_wait_s=settings.summarizer.ack_wait_s,
+            name="summarize",
         )
+        context.set_global(INFLIGHT, inflight)
         logger.info(
             "summarizer consuming %s as %s (concurrency %d)", TRANSCRIPT_READY, durable, settings.summarizer.concurrency
         )
         try:
             yield
         finally:
-            await handler.client.aclose()
+            await inflight.aclose()  # a no-op after stop_summaries
+            await summarizer.client.aclose()
             context.reset_global(INFLIGHT)
 
     async def stop_summaries(context: ContextRepo) -> None:

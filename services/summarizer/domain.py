@@ -1,6 +1,6 @@
 """Summarizing one transcript with a chat client: one request, or map-reduce when it is too long.
 
-No NATS here: the consumer (handlers.py) and ``kubescribe summarize`` both call
+No NATS here: the consumer (consumer.py) and ``kubescribe summarize`` both call
 :func:`summarize_transcript`.
 """
 

@@ -14,8 +14,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.common.documents import Segment, Summary, Transcript
-from services.common.events import Priority, TranscriptReady
+from services.common.events import Priority, RecordingFailed, TranscriptReady
 from services.common.ids import new_id
+from services.common.inflight import MAX_DELIVER
 from services.common.messaging import publish_event
 from services.common.settings import LlmSettings, NatsSettings, Settings, SummarizerSettings
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
@@ -163,11 +164,42 @@ async def test_malformed_event_is_reported_and_acked(js, nats_settings) -> None:
 async def test_storm_ends_in_retryable_failure_never_lost(js, nats_settings) -> None:
     with SimLlmServer(SimConfig(model="m", failure_rate=1.0, retry_after=0.05)) as sim:
         settings = _settings(nats_settings, sim, retry_deadline_s=0.5, backoff_base_s=0.01, backoff_max_s=0.05)
+        failed = await js.subscribe("kubescribe.summarize.failed")
         async with running(settings):
             recording_id, _ = await _submit(js)
-            status = await _wait_done(js, recording_id)
+            status = await _wait_done(js, recording_id, timeout=60)
+            event = await _failure_of(failed, recording_id)
+        await failed.unsubscribe()
     assert status.stage is RecordingStage.failed and status.retryable is True
     assert status.error_stage == "summarize" and "still unavailable" in (status.error or "")
+    # A TemporaryError is nak'ed with its delay and retried by redelivery; the last delivery reports.
+    assert event.retryable and event.attempts == MAX_DELIVER
+    assert f"gave up after {MAX_DELIVER} deliveries" in event.reason
+
+
+async def _failure_of(sub, recording_id: str) -> RecordingFailed:
+    for _ in range(100):
+        message = await sub.next_msg(timeout=10)
+        event = RecordingFailed.model_validate_json(message.data)
+        if event.recording_id == recording_id:
+            return event
+    raise AssertionError(f"no RecordingFailed for {recording_id}")
+
+
+async def test_gateway_back_after_a_storm_summarizes_on_redelivery(js, nats_settings) -> None:
+    """The client's retry deadline runs out, the message is nak'ed, and a later delivery succeeds."""
+    with SimLlmServer(SimConfig(model="m", failure_rate=1.0, retry_after=0.05)) as sim:
+        settings = _settings(nats_settings, sim, retry_deadline_s=0.3, backoff_base_s=0.01, backoff_max_s=0.05)
+        async with running(settings) as durable:
+            recording_id, _ = await _submit(js)
+            deadline = time.monotonic() + 30
+            while (await js.consumer_info(TRANSCRIPTS_STREAM, durable)).num_redelivered < 1:
+                assert time.monotonic() < deadline, "the failed summary was never redelivered"
+                await asyncio.sleep(0.05)
+            assert sim.engine is not None
+            sim.engine.config.failure_rate = 0.0  # the gateway recovers
+            status = await _wait_done(js, recording_id, timeout=60)
+    assert status.stage is RecordingStage.summarized, status.error
 
 
 async def test_partial_storm_ends_in_success(js, nats_settings) -> None:
