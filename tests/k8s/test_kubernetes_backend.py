@@ -11,9 +11,10 @@ from kubernetes import client as k8s
 
 from services.common.errors import PermanentError
 from services.common.events import Priority
+from services.dispatcher.backends import JobBackend, create
 from services.dispatcher.backends.kubernetes import KubernetesApiError, KubernetesJobBackend
 from services.dispatcher.backends.manifests import job_name
-from services.dispatcher.domain import JobBackend, JobState, create_backend
+from services.dispatcher.domain import JobState
 from tests.k8s.conftest import EventReader, make_job
 
 pytestmark = pytest.mark.k8s
@@ -80,7 +81,7 @@ async def _patch_workload(api: k8s.ApiClient, namespace: str, name: str, conditi
 
 class TestKubernetesJobBackend:
     def test_registered_and_satisfies_protocol(self, api_client, k8s_settings):
-        backend = create_backend("kubernetes", settings=k8s_settings, api_client=api_client)
+        backend = create("kubernetes", settings=k8s_settings, api_client=api_client)
         assert isinstance(backend, KubernetesJobBackend)
         assert isinstance(backend, JobBackend)
 
