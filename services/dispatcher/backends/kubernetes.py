@@ -1,17 +1,22 @@
-"""``KubernetesJobBackend``: one suspended, Kueue-queued batch/v1 Job per planned job.
+"""``KubernetesJobBackend``: Kueue-managed batch/v1 Jobs on DAS slices (the ``kubernetes`` backend).
 
-Each Job is built by :func:`~services.dispatcher.backends.manifests.build_job` and created
-suspended with ``kueue.x-k8s.io/queue-name``; Kueue admits it against the ClusterQueue's quotas
-and DAS hands out the MIG slice. The backend watches the Jobs and their Kueue Workloads
-(:mod:`._watch`), turns each object into a state (:mod:`._observe`) and reports :class:`JobEvent` s::
+One Job per planned job, built by :func:`~services.dispatcher.backends.manifests.build_job` and
+created suspended with ``kueue.x-k8s.io/queue-name``; Kueue admits it against the ClusterQueue's
+quotas and DAS hands out the MIG slice. The backend watches the Jobs and their Kueue Workloads
+and reports :class:`JobEvent` s::
 
     queued ──► admitted ──► running ──► succeeded | failed
        └───────────┴────────────┴─────► evicted  (Workload Evicted/Preempted: the Job is deleted,
                                                    the dispatcher requeues its recordings)
 
-API calls run in worker threads (the official client is synchronous); raw watch events cross
-into the event loop through one queue and are processed there, so all tracking state is
-touched by one task only. Errors: see :mod:`._errors`.
+Split along its seams:
+
+- :mod:`._k8s_errors`: API errors translated at the boundary (``KubernetesApiError``, a
+  ``PermanentError``; transient failures are ``TemporaryError``).
+- :mod:`._k8s_observe`: the pure rules from Job + Workload objects to a :class:`JobState`.
+- :mod:`._k8s_watch`: the threaded list-and-watch layers (the official client is synchronous).
+- here: submitting, adopting, cancelling, and turning raw watch events into reports. Raw events
+  cross into the event loop through one queue, so all tracking state is touched by one task.
 """
 
 from __future__ import annotations
@@ -35,12 +40,14 @@ from kubernetes.client.exceptions import ApiException
 from services.common.errors import ConfigurationError, PermanentError
 from services.common.events import utcnow
 from services.common.settings import KubernetesSettings, Settings
+from services.dispatcher.backends._k8s_errors import KubernetesApiError, api_error, unreachable
+from services.dispatcher.backends._k8s_observe import Observation, is_finished, observe, rank, skipped
+from services.dispatcher.backends._k8s_watch import Resource, Watcher
 from services.dispatcher.backends.base import JobBackend
-from services.dispatcher.backends.kubernetes._errors import api_error, unreachable
-from services.dispatcher.backends.kubernetes._observe import Observation, is_finished, observe, rank, skipped
-from services.dispatcher.backends.kubernetes._watch import Resource, Watcher
 from services.dispatcher.backends.manifests import LABEL_JOB_ID, build_job, job_name, label_selector, selector_labels
 from services.dispatcher.domain import TERMINAL_STATES, JobEvent, JobState, TranscriptionJob
+
+__all__ = ["KUEUE_GROUP", "KUEUE_VERSION", "KubernetesApiError", "KubernetesJobBackend", "Observation", "observe"]
 
 logger = logging.getLogger(__name__)
 

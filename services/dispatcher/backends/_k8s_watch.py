@@ -23,7 +23,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from services.dispatcher.backends.kubernetes._errors import api_error
+from services.dispatcher.backends._k8s_errors import api_error
 
 logger = logging.getLogger(__name__)
 
