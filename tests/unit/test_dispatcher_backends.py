@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -11,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import ConfigurationError
+from services.common.events import ObjectRef
 from services.common.settings import DispatcherSettings, Settings
 from services.dispatcher.backends import JobBackend, create, known
+from services.dispatcher.backends.fake import FakeCluster, FakeJobBackend, FakeRun
 from services.dispatcher.backends.local import LocalJobBackend
+from services.dispatcher.domain import JobRecording, TranscriptionJob
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +63,72 @@ def test_kubernetes_is_loaded_lazily_on_request() -> None:
         """
     )
     assert out.splitlines() == ["before False LocalJobBackend", "after True KubernetesJobBackend"]
+
+
+async def _states(backend: JobBackend, count: int) -> list[tuple[str, str, str | None]]:
+    stream = backend.watch()
+    return [(e.job_id, e.state.value, e.reason) for e in [await anext(stream) for _ in range(count)]]
+
+
+def _job(priority: str = "normal") -> TranscriptionJob:
+    recording = JobRecording(recording_id="r", audio=ObjectRef(bucket="audio", name="x"))
+    return TranscriptionJob(model="tiny.en", profile="cpu", recordings=[recording], priority=priority)
+
+
+async def test_fake_backend_admits_by_priority_and_ends_runs_as_scripted() -> None:
+    release = asyncio.Event()
+
+    async def handler(run: FakeRun) -> None:
+        await run.start()
+        await release.wait()
+        if run.job.priority.value == "low":
+            raise RuntimeError("segfault")
+        if run.job.priority.value == "high":
+            await run.preempt()
+
+    backend = FakeJobBackend(handler, slots=1)
+    first, low, high = _job(), _job("low"), _job("high")
+    for job in (first, low, high, low):  # the second submit of ``low`` is a retry: ignored
+        await backend.submit(job)
+    assert backend.free_slots() == 0 and await backend.active() == sorted([first.job_id, low.job_id, high.job_id])
+    release.set()
+    events = await _states(backend, 12)
+    await backend.aclose()
+    assert backend.cluster.admitted == [first.job_id, high.job_id, low.job_id]
+    assert [e for e in events if e[0] == first.job_id] == [
+        (first.job_id, s, None) for s in ("queued", "admitted", "running", "succeeded")
+    ]
+    assert [e[1:] for e in events if e[0] == high.job_id][-1] == (
+        "evicted",
+        "Preempted: InClusterQueue: by a higher priority workload",
+    )
+    assert [e[1:] for e in events if e[0] == low.job_id][-1] == ("failed", "RuntimeError: segfault")
+
+
+async def test_fake_cluster_outlives_its_backend_and_a_new_one_hears_live_jobs() -> None:
+    release = asyncio.Event()
+
+    async def hold(run: FakeRun) -> None:
+        await run.start()
+        await release.wait()
+
+    cluster = FakeCluster(hold, slots=None)
+    first = FakeJobBackend(cluster=cluster)
+    job = _job()
+    await first.submit(job)
+    await first.aclose()
+    second = FakeJobBackend(cluster=cluster)  # the restarted dispatcher's
+    assert await second.active() == [job.job_id]
+    release.set()
+    # Like a listing, the new backend first hears where the live job is now, then what follows.
+    assert [s for _, s, _ in await _states(second, 3)] == ["admitted", "running", "succeeded"]
+    await second.aclose()
+    await cluster.aclose()
+
+
+async def test_fake_backend_without_a_runner_says_how_to_get_one() -> None:
+    backend = FakeJobBackend()  # the default handler transcribes, which needs a runner
+    await backend.submit(_job())
+    events = await _states(backend, 4)
+    await backend.aclose()
+    assert events[-1][1] == "failed" and "runner=transcriber_runner(js, engine)" in (events[-1][2] or "")
