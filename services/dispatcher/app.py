@@ -32,9 +32,9 @@ from services.common.events import RecordingFailed, Stage, failed_subject
 from services.common.settings import DispatcherSettings, Settings
 from services.common.telemetry import setup_telemetry
 from services.common.topology import AUDIO_RECEIVED, AUDIO_STREAM, DISPATCHER_CONSUMER, ensure_topology
-from services.dispatcher.backends import get_backend
+from services.dispatcher import backends
+from services.dispatcher.backends import JobBackend
 from services.dispatcher.consumer import Dispatcher, consumer_config
-from services.dispatcher.domain import JobBackend
 from services.dispatcher.handlers import DISPATCHER, decode_leniently, on_audio_received
 
 __all__ = ["build_app", "build_router", "router", "serve"]
@@ -116,7 +116,7 @@ def build_app(
         try:
             js = await connect_jetstream(broker, settings.nats)
             await ensure_topology(js, settings.streams)
-            chosen = chosen or get_backend(settings.dispatcher.backend, settings=settings)
+            chosen = chosen or backends.create(settings.dispatcher.backend, settings=settings)
             dispatcher = Dispatcher(js, chosen, settings)
             await dispatcher.start()
             context.set_global(DISPATCHER, dispatcher)

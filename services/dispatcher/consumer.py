@@ -43,7 +43,8 @@ from services.common.storage import object_exists
 from services.common.telemetry import StageSpan, record_span, traceparent_of
 from services.common.topology import AUDIO_RECEIVED, DISPATCHER_CONSUMER
 from services.dispatcher import metrics
-from services.dispatcher.domain import TERMINAL_STATES, JobBackend, JobEvent, JobRecording, JobState, TranscriptionJob
+from services.dispatcher.backends.base import JobBackend
+from services.dispatcher.domain import TERMINAL_STATES, JobEvent, JobRecording, JobState, TranscriptionJob
 from services.dispatcher.jobs_store import JobStore
 from services.dispatcher.planner import Pending, Planner
 
@@ -123,9 +124,7 @@ class Dispatcher:
         """
         self._status = await StatusStore.open(self.js)
         self._jobs_store = await JobStore.open(self.js)
-        start = getattr(self.backend, "start", None)
-        if callable(start):
-            await start()  # warm the local slots before the first recording arrives
+        await self.backend.start()  # e.g. warm the local slots before the first recording arrives
         self._tasks = [
             asyncio.create_task(self._watch(), name="dispatcher-watch"),
             asyncio.create_task(self._plan_loop(), name="dispatcher-plan"),
@@ -262,8 +261,7 @@ class Dispatcher:
     async def _plan_loop(self) -> None:
         while True:
             now = time.monotonic()
-            free = getattr(self.backend, "free_slots", None)
-            for job in self.planner.plan(now, free() if callable(free) else None):
+            for job in self.planner.plan(now, self.backend.free_slots()):
                 try:
                     await self._dispatch(job)
                 except asyncio.CancelledError:

@@ -1,20 +1,18 @@
-"""Transcription jobs and the backend protocol: what the dispatcher plans and who runs it.
+"""Transcription jobs and their states: what the dispatcher plans and what a backend reports.
 
 No broker or Kubernetes imports here. A job is one run of the transcriber entrypoint over one
 or more recordings with one model; the spec is stored in the ``jobs`` KV bucket (key = job id)
 so that a subprocess and a pod read it the same way (``python -m services.transcriber --job ID``).
 
-Backends implement one narrow protocol, like httpx transports implement ``handle_request``:
-``submit`` (idempotent by job id), ``watch`` (a stream of state changes), ``cancel``, ``active``
-(for reconciliation after a restart) and ``aclose``. The dispatch logic is written once, on top.
+The states and events a backend reports are defined here; the backend protocol itself is
+:class:`services.dispatcher.backends.base.JobBackend` (the backends import this module, never
+the other way round).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -44,55 +42,3 @@ class JobEvent(BaseModel):
     at: datetime = Field(default_factory=utcnow)
     reason: str | None = None
     exit_code: int | None = None
-
-
-@runtime_checkable
-class JobBackend(Protocol):
-    """Runs transcription jobs. Implementations: ``LocalJobBackend``, ``KubernetesJobBackend``."""
-
-    kind: ClassVar[str]
-
-    async def submit(self, job: TranscriptionJob) -> None:
-        """Start the job (its spec is already stored). Submitting the same job id twice runs it once."""
-
-    def watch(self) -> AsyncIterator[JobEvent]:
-        """State changes of every job this backend knows, in order per job, until ``aclose``."""
-
-    async def cancel(self, job_id: str) -> None:
-        """Stop a job; unknown or finished jobs are ignored."""
-
-    async def active(self) -> list[str]:
-        """Ids of jobs that are queued or running, so a restarted dispatcher adopts instead of duplicating."""
-
-    async def aclose(self) -> None:
-        """Release processes, watches and connections."""
-
-
-BACKENDS: dict[str, Callable[..., JobBackend]] = {}
-"""Registry of backend factories by kind, filled by ``services.dispatcher.backends``."""
-
-
-def register_backend(kind: str) -> Callable[[Callable[..., JobBackend]], Callable[..., JobBackend]]:
-    def decorator(factory: Callable[..., JobBackend]) -> Callable[..., JobBackend]:
-        BACKENDS[kind] = factory
-        return factory
-
-    return decorator
-
-
-def create_backend(kind: str, **options: object) -> JobBackend:
-    """The backend registered as ``kind``; an unknown kind names the registered ones."""
-    from services.common.errors import ConfigurationError
-
-    if kind not in BACKENDS:
-        from services.dispatcher.backends import load_backends
-
-        load_backends(kind)
-    try:
-        factory = BACKENDS[kind]
-    except KeyError:
-        known = ", ".join(sorted(BACKENDS)) or "none"
-        raise ConfigurationError(
-            f"unknown job backend {kind!r} (KUBESCRIBE_BACKEND); registered backends: {known}"
-        ) from None
-    return factory(**options)

@@ -22,7 +22,7 @@ from services.common.storage import put_bytes
 from services.common.telemetry import tracer
 from services.common.topology import AUDIO_BUCKET, AUDIO_STREAM
 from services.dispatcher.app import serve
-from services.dispatcher.backends.local import LocalJobBackend
+from services.dispatcher.backends import JobBackend
 from tests.speech import duration_of
 
 OUTCOMES = {RecordingStage.transcribed, RecordingStage.failed}
@@ -105,7 +105,7 @@ class ReadyCounter:
 
 @contextlib.asynccontextmanager
 async def running_dispatcher(
-    settings: Settings, backend: LocalJobBackend, durable: str
+    settings: Settings, backend: JobBackend, durable: str
 ) -> AsyncIterator[asyncio.Task[None]]:
     ready = asyncio.Event()
     task = asyncio.create_task(serve(settings, ready=ready, backend=backend, durable=durable, deliver_new=True))

@@ -22,6 +22,7 @@ from services.common.storage import get_bytes, put_bytes
 from services.common.topology import AUDIO_BUCKET, AUDIO_RECEIVED
 from services.dispatcher.backends.local import LocalJobBackend
 from services.dispatcher.jobs_store import JobStore
+from tests.dispatch.basic import Deploy, DispatcherBehaviour
 from tests.integration._dispatch import (
     ReadyCounter,
     announce,
@@ -29,7 +30,6 @@ from tests.integration._dispatch import (
     make_settings,
     prepare_clip,
     publish_burst,
-    publish_clip,
     running_dispatcher,
     synthesize_clips,
     unique_durable,
@@ -39,6 +39,21 @@ from tests.integration._dispatch import (
 )
 
 pytestmark = [pytest.mark.nats]
+
+
+@pytest.mark.whisper
+@pytest.mark.slow
+class TestDispatcherLocal(DispatcherBehaviour):
+    """The behaviour suite on real transcriber subprocesses. Failure injection here is a real
+    ``kill -9`` (:func:`test_kill_9_mid_job_retries_unfinished_recordings_once`); Kueue eviction
+    has no local counterpart."""
+
+    scriptable = False
+    jobs_survive_restart = False
+
+    @pytest.fixture
+    def deploy(self, span_file: Path) -> Deploy:
+        return lambda settings, _handler: lambda: backend_for(settings, span_file)
 
 
 @pytest.fixture(scope="module")
@@ -215,38 +230,6 @@ async def test_corrupt_recording_in_a_packed_job_fails_alone(js, nats_settings, 
     assert "cannot decode" in (failed.error or "")
     events = await failures(js, "kubescribe.transcribe.failed", {bad.recording_id})
     assert events[bad.recording_id].job_id == failed.job_id and not events[bad.recording_id].retryable
-
-
-@pytest.mark.whisper
-@pytest.mark.slow
-async def test_dispatcher_restart_mid_run_loses_nothing(js, nats_settings, clips, span_file) -> None:
-    settings = make_settings(nats_settings, target_job_audio_s=15.0, max_linger_s=0.3, slots=2)
-    durable = unique_durable()
-    counter = ReadyCounter()
-    await counter.start(js)
-    try:
-        async with running_dispatcher(settings, backend_for(settings, span_file), durable):
-            events = await publish_burst(js, [clips[i][0] for i in range(10)])
-            ids = [e.recording_id for e in events]
-
-            async def some_done() -> bool:
-                return any(rid in counter.counts for rid in ids)
-
-            await wait_for(some_done, "the first TranscriptReady", timeout=60)
-        done_before = len(counter.counts)
-        # While no dispatcher runs, more recordings arrive: they wait in the stream.
-        late = await publish_clip(js, clips[10][0])
-        ids.append(late.recording_id)
-        async with running_dispatcher(settings, backend_for(settings, span_file), durable):
-            statuses = await wait_outcomes(js, ids, timeout=180)
-            await wait_for(lambda: _all_counted(counter, ids), "every TranscriptReady", timeout=10)
-            await asyncio.sleep(0.5)
-    finally:
-        await counter.stop()
-        await delete_consumer(js, durable)
-    assert done_before < len(ids)
-    assert {s.stage for s in statuses.values()} == {RecordingStage.transcribed}
-    assert all(counter.counts[rid] == 1 for rid in ids), counter.counts
 
 
 async def test_redelivered_transcribed_recording_is_acked_without_a_job(js, nats_settings, span_file) -> None:

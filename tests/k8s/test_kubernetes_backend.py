@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from kmock import KubernetesError, action, resource
@@ -11,76 +10,19 @@ from kubernetes import client as k8s
 
 from services.common.errors import PermanentError
 from services.common.events import Priority
+from services.dispatcher.backends import JobBackend, create
 from services.dispatcher.backends.kubernetes import KubernetesApiError, KubernetesJobBackend
 from services.dispatcher.backends.manifests import job_name
-from services.dispatcher.domain import JobBackend, JobState, create_backend
+from services.dispatcher.domain import JobState
+from tests.k8s._api import cond, create_workload, jobs_in, patch_job, patch_job_status, patch_workload
 from tests.k8s.conftest import EventReader, make_job
 
 pytestmark = pytest.mark.k8s
 
 
-def _jobs(emulator, namespace: str) -> list[dict[str, Any]]:
-    return [
-        dict(obj)
-        for (res, ns, _), obj in emulator.objects.items()
-        if ns == namespace and "jobs" in str(res) and not obj.deleted
-    ]
-
-
-async def _patch_job_status(api: k8s.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> None:
-    await asyncio.to_thread(k8s.BatchV1Api(api).patch_namespaced_job_status, name, namespace, patch)
-
-
-async def _patch_job(api: k8s.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> None:
-    await asyncio.to_thread(k8s.BatchV1Api(api).patch_namespaced_job, name, namespace, patch)
-
-
-def _cond(kind: str, reason: str = "", message: str = "", at: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
-    return {"type": kind, "status": "True", "reason": reason, "message": message, "lastTransitionTime": at}
-
-
-async def _create_workload(api: k8s.ApiClient, namespace: str, job: dict[str, Any], conditions: list) -> str:
-    """Play Kueue: the Workload it would make for ``job``, owned by it."""
-    meta = job["metadata"]
-    name = f"job-{meta['name']}-abcde"
-    body = {
-        "apiVersion": "kueue.x-k8s.io/v1beta2",
-        "kind": "Workload",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"kueue.x-k8s.io/job-uid": meta.get("uid", "")},
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": "u"}],
-        },
-        "spec": {"queueName": "team-a", "podSets": []},
-        "status": {"conditions": conditions},
-    }
-    await asyncio.to_thread(
-        k8s.CustomObjectsApi(api).create_namespaced_custom_object,
-        "kueue.x-k8s.io",
-        "v1beta2",
-        namespace,
-        "workloads",
-        body,
-    )
-    return name
-
-
-async def _patch_workload(api: k8s.ApiClient, namespace: str, name: str, conditions: list) -> None:
-    await asyncio.to_thread(
-        k8s.CustomObjectsApi(api).patch_namespaced_custom_object_status,
-        "kueue.x-k8s.io",
-        "v1beta2",
-        namespace,
-        "workloads",
-        name,
-        {"status": {"conditions": conditions}},
-    )
-
-
 class TestKubernetesJobBackend:
     def test_registered_and_satisfies_protocol(self, api_client, k8s_settings):
-        backend = create_backend("kubernetes", settings=k8s_settings, api_client=api_client)
+        backend = create("kubernetes", settings=k8s_settings, api_client=api_client)
         assert isinstance(backend, KubernetesJobBackend)
         assert isinstance(backend, JobBackend)
 
@@ -89,7 +31,7 @@ class TestKubernetesJobBackend:
         job = make_job(priority=Priority.high, tenant="acme")
         await backend.submit(job)
 
-        [created] = _jobs(emulator, namespace)
+        [created] = jobs_in(emulator, namespace)
         meta, spec = created["metadata"], created["spec"]
         assert meta["name"] == f"kubescribe-transcribe-{job.job_id}"
         assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
@@ -114,7 +56,7 @@ class TestKubernetesJobBackend:
         await backend.submit(job)
         await backend.submit(job)  # a retried dispatch: 409 AlreadyExists is adopted
 
-        assert len(_jobs(emulator, namespace)) == 1
+        assert len(jobs_in(emulator, namespace)) == 1
         assert [e.state for e in await reader.until(job.job_id, JobState.queued)] == [JobState.queued]
         assert [e for e in await reader.quiet() if e.job_id == job.job_id] == []
 
@@ -142,25 +84,25 @@ class TestKubernetesJobBackend:
         job = make_job()
         await backend.submit(job)
         assert (await reader.next()).state is JobState.queued
-        [created] = _jobs(emulator, namespace)
+        [created] = jobs_in(emulator, namespace)
         name = created["metadata"]["name"]
 
-        workload = await _create_workload(api_client, namespace, created, [_cond("QuotaReserved")])
-        await _patch_workload(api_client, namespace, workload, [_cond("QuotaReserved"), _cond("Admitted", "Admitted")])
+        workload = await create_workload(api_client, namespace, created, [cond("QuotaReserved")])
+        await patch_workload(api_client, namespace, workload, [cond("QuotaReserved"), cond("Admitted", "Admitted")])
         admitted = await reader.next()
         assert (admitted.state, admitted.at.year) == (JobState.admitted, 2026)
 
-        await _patch_job(api_client, namespace, name, {"spec": {"suspend": False}})
-        await _patch_job_status(
+        await patch_job(api_client, namespace, name, {"spec": {"suspend": False}})
+        await patch_job_status(
             api_client, namespace, name, {"status": {"active": 1, "startTime": "2026-01-01T00:00:05Z"}}
         )
         assert (await reader.next()).state is JobState.running
 
-        await _patch_job_status(
+        await patch_job_status(
             api_client,
             namespace,
             name,
-            {"status": {"active": 0, "succeeded": 1, "conditions": [_cond("Complete", at="2026-01-01T00:01:00Z")]}},
+            {"status": {"active": 0, "succeeded": 1, "conditions": [cond("Complete", at="2026-01-01T00:01:00Z")]}},
         )
         done = await reader.next()
         assert (done.state, done.exit_code) == (JobState.succeeded, 0)
@@ -173,9 +115,9 @@ class TestKubernetesJobBackend:
         job = make_job(profile="cpu")
         await backend.submit(job)
         name = job_name(job.job_id)
-        await _patch_job(api_client, namespace, name, {"spec": {"suspend": False}})
-        await _patch_job_status(
-            api_client, namespace, name, {"status": {"conditions": [_cond("Failed", "DeadlineExceeded", "too slow")]}}
+        await patch_job(api_client, namespace, name, {"spec": {"suspend": False}})
+        await patch_job_status(
+            api_client, namespace, name, {"status": {"conditions": [cond("Failed", "DeadlineExceeded", "too slow")]}}
         )
         events = await reader.until(job.job_id, JobState.failed)
         assert [e.state for e in events] == [JobState.queued, JobState.admitted, JobState.failed]
@@ -187,22 +129,22 @@ class TestKubernetesJobBackend:
         await backend.synced()
         job = make_job()
         await backend.submit(job)
-        [created] = _jobs(emulator, namespace)
-        workload = await _create_workload(api_client, namespace, created, [_cond("Admitted")])
+        [created] = jobs_in(emulator, namespace)
+        workload = await create_workload(api_client, namespace, created, [cond("Admitted")])
         await reader.until(job.job_id, JobState.admitted)
 
-        await _patch_workload(
-            api_client, namespace, workload, [_cond("Admitted"), _cond("Preempted", "InClusterQueue", "by a high job")]
+        await patch_workload(
+            api_client, namespace, workload, [cond("Admitted"), cond("Preempted", "InClusterQueue", "by a high job")]
         )
         evicted = await reader.next()
         assert evicted.state is JobState.evicted
         assert "Preempted" in evicted.reason
         # The old Job is deleted so that only the dispatcher's requeue runs the recordings.
         for _ in range(50):
-            if not _jobs(emulator, namespace):
+            if not jobs_in(emulator, namespace):
                 break
             await asyncio.sleep(0.1)
-        assert _jobs(emulator, namespace) == []
+        assert jobs_in(emulator, namespace) == []
         assert [e for e in await reader.quiet() if e.job_id == job.job_id] == []
 
         # The requeued job (a new id, attempt unchanged) goes through as usual.
@@ -215,10 +157,10 @@ class TestKubernetesJobBackend:
         running, waiting, finished = make_job(), make_job(), make_job()
         for job in (running, waiting, finished):
             await first.submit(job)
-        await _patch_job(api_client, namespace, job_name(running.job_id), {"spec": {"suspend": False}})
-        await _patch_job_status(api_client, namespace, job_name(running.job_id), {"status": {"active": 1}})
-        await _patch_job_status(
-            api_client, namespace, job_name(finished.job_id), {"status": {"conditions": [_cond("Complete")]}}
+        await patch_job(api_client, namespace, job_name(running.job_id), {"spec": {"suspend": False}})
+        await patch_job_status(api_client, namespace, job_name(running.job_id), {"status": {"active": 1}})
+        await patch_job_status(
+            api_client, namespace, job_name(finished.job_id), {"status": {"conditions": [cond("Complete")]}}
         )
         await first.aclose()
 
@@ -236,9 +178,9 @@ class TestKubernetesJobBackend:
         }
         # The dispatcher resubmits what it had planned: nothing is created twice.
         await second.submit(waiting)
-        assert len(_jobs(emulator, namespace)) == 3
-        await _patch_job_status(
-            api_client, namespace, job_name(running.job_id), {"status": {"conditions": [_cond("Complete")]}}
+        assert len(jobs_in(emulator, namespace)) == 3
+        await patch_job_status(
+            api_client, namespace, job_name(running.job_id), {"status": {"conditions": [cond("Complete")]}}
         )
         assert (await reader.until(running.job_id, JobState.succeeded))[-1].state is JobState.succeeded
 
@@ -283,8 +225,8 @@ class TestKubernetesJobBackend:
         await backend.submit(job)
         await reader.next()
         await _until(lambda: _requests(emulator, action.WATCH) >= 2, "a second watch request")
-        await _patch_job(api_client, namespace, job_name(job.job_id), {"spec": {"suspend": False}})
-        await _patch_job_status(api_client, namespace, job_name(job.job_id), {"status": {"active": 1}})
+        await patch_job(api_client, namespace, job_name(job.job_id), {"spec": {"suspend": False}})
+        await patch_job_status(api_client, namespace, job_name(job.job_id), {"status": {"active": 1}})
         events = await reader.until(job.job_id, JobState.running)
         assert [e.state for e in events] == [JobState.admitted, JobState.running]
         assert await reader.quiet() == []
@@ -298,7 +240,7 @@ class TestKubernetesJobBackend:
         await _until(lambda: _requests(emulator, action.LIST) >= 2, "a second listing after 410")
         job = make_job()
         await backend.submit(job)
-        await _patch_job(api_client, namespace, job_name(job.job_id), {"spec": {"suspend": False}})
+        await patch_job(api_client, namespace, job_name(job.job_id), {"spec": {"suspend": False}})
         events = await reader.until(job.job_id, JobState.admitted)
         assert [e.state for e in events] == [JobState.queued, JobState.admitted]
 
@@ -331,8 +273,8 @@ async def test_resubmitting_a_finished_job_reports_its_outcome(emulator, make_ba
     await backend.synced()
     job = make_job(profile="cpu")
     await backend.submit(job)
-    await _patch_job_status(api_client, namespace, job_name(job.job_id), {"status": {"conditions": [_cond("Failed")]}})
+    await patch_job_status(api_client, namespace, job_name(job.job_id), {"status": {"conditions": [cond("Failed")]}})
     await reader.until(job.job_id, JobState.failed)
     await backend.submit(job)
     assert [e.state for e in await reader.until(job.job_id, JobState.failed)] == [JobState.queued, JobState.failed]
-    assert len(_jobs(emulator, namespace)) == 1
+    assert len(jobs_in(emulator, namespace)) == 1

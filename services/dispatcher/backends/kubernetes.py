@@ -1,23 +1,22 @@
-"""Kueue-managed batch/v1 Jobs on DAS slices: the ``kubernetes`` job backend.
+"""``KubernetesJobBackend``: Kueue-managed batch/v1 Jobs on DAS slices (the ``kubernetes`` backend).
 
 One Job per planned job, built by :func:`~services.dispatcher.backends.manifests.build_job` and
 created suspended with ``kueue.x-k8s.io/queue-name``; Kueue admits it against the ClusterQueue's
-quotas and DAS hands out the MIG slice. The backend then watches the Jobs and their Kueue
-Workloads and reports :class:`JobEvent` s::
+quotas and DAS hands out the MIG slice. The backend watches the Jobs and their Kueue Workloads
+and reports :class:`JobEvent` s::
 
     queued ──► admitted ──► running ──► succeeded | failed
        └───────────┴────────────┴─────► evicted  (Workload Evicted/Preempted: the Job is deleted,
                                                    the dispatcher requeues its recordings)
 
-The official ``kubernetes`` client is synchronous, so API calls run in worker threads and each
-watched resource has one thread running a layered loop (as kopf's ``watching.py`` does):
-reconnect forever → list, then watch from the list's ``resourceVersion`` (relist on 410 Gone) →
-one watch request. ``_iterations`` bounds the outer loop for tests.
+Split along its seams:
 
-Errors (``PermanentError`` / ``TemporaryError`` from :mod:`services.common.errors`)::
-
-    KubernetesApiError(PermanentError)   403 Forbidden, 422 Invalid, ...: names the API's reason
-    TemporaryError                       429, 5xx, connection failures: try again later
+- :mod:`._k8s_errors`: API errors translated at the boundary (``KubernetesApiError``, a
+  ``PermanentError``; transient failures are ``TemporaryError``).
+- :mod:`._k8s_observe`: the pure rules from Job + Workload objects to a :class:`JobState`.
+- :mod:`._k8s_watch`: the threaded list-and-watch layers (the official client is synchronous).
+- here: submitting, adopting, cancelling, and turning raw watch events into reports. Raw events
+  cross into the event loop through one queue, so all tracking state is touched by one task.
 """
 
 from __future__ import annotations
@@ -27,25 +26,28 @@ import contextlib
 import json
 import logging
 import os
-import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
-from services.common.errors import ConfigurationError, PermanentError, TemporaryError
+from services.common.errors import ConfigurationError, PermanentError
 from services.common.events import utcnow
 from services.common.settings import KubernetesSettings, Settings
+from services.dispatcher.backends._k8s_errors import KubernetesApiError, api_error, unreachable
+from services.dispatcher.backends._k8s_observe import Observation, is_finished, observe, rank, skipped
+from services.dispatcher.backends._k8s_watch import Resource, Watcher
+from services.dispatcher.backends.base import JobBackend
 from services.dispatcher.backends.manifests import LABEL_JOB_ID, build_job, job_name, label_selector, selector_labels
-from services.dispatcher.domain import TERMINAL_STATES, JobEvent, JobState, TranscriptionJob, register_backend
+from services.dispatcher.domain import TERMINAL_STATES, JobEvent, JobState, TranscriptionJob
+
+__all__ = ["KUEUE_GROUP", "KUEUE_VERSION", "KubernetesApiError", "KubernetesJobBackend", "Observation", "observe"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,111 +56,8 @@ KUEUE_VERSION = "v1beta2"
 WORKLOADS = "workloads"
 LABEL_JOB_UID = "kueue.x-k8s.io/job-uid"
 
-_RANK = {JobState.queued: 0, JobState.admitted: 1, JobState.running: 2}
-_TERMINAL_RANK = 3
-_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _FINISHED_MEMORY = 10_000
 """How many finished job ids to remember, so replayed watch events never re-report them."""
-
-
-class KubernetesApiError(PermanentError):
-    """The API server refused a request (403, 422, ...); the message carries the API's reason."""
-
-    def __init__(self, message: str, *, status: int | None, reason: str | None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-
-
-def _api_error(exc: ApiException, doing: str) -> PermanentError | TemporaryError:
-    """Translate an ``ApiException`` at the boundary, naming what failed and the API's reason."""
-    reason = exc.reason
-    message = ""
-    with contextlib.suppress(TypeError, ValueError):
-        body = json.loads(exc.body or "")
-        reason = body.get("reason") or reason
-        message = body.get("message") or ""
-    text = f"Kubernetes API refused to {doing}: HTTP {exc.status} {reason}"
-    if message:
-        text += f": {message}"
-    if exc.status in _TRANSIENT_STATUSES or exc.status == 0:
-        return TemporaryError(text, delay=2.0)
-    if exc.status == 403:
-        text += " (the dispatcher's Role must allow it: see charts/kubescribe/templates/rbac.yaml)"
-    return KubernetesApiError(text, status=exc.status, reason=reason)
-
-
-def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The object's conditions whose status is True, by type."""
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return {c["type"]: c for c in conditions if c.get("status") == "True" and "type" in c}
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return None
-
-
-def _describe(condition: dict[str, Any]) -> str:
-    parts = [p for p in (condition.get("reason"), condition.get("message")) if p]
-    return ": ".join(parts) or condition.get("type", "")
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the cluster says about one job right now."""
-
-    state: JobState
-    at: datetime | None = None
-    reason: str | None = None
-    exit_code: int | None = None
-
-
-def observe(job: dict[str, Any], workload: dict[str, Any] | None) -> Observation:
-    """The state of a job from its Job and (optional) Kueue Workload objects.
-
-    The Job's own conditions are authoritative for the outcome; the Workload tells admission
-    and eviction, which the Job alone cannot (an evicted Job is merely suspended again).
-    """
-    spec = job.get("spec") or {}
-    status = job.get("status") or {}
-    job_conditions = _conditions(job)
-    if "Complete" in job_conditions:
-        cond = job_conditions["Complete"]
-        return Observation(
-            JobState.succeeded, _time(status.get("completionTime") or cond.get("lastTransitionTime")), exit_code=0
-        )
-    if "Failed" in job_conditions:
-        cond = job_conditions["Failed"]
-        return Observation(JobState.failed, _time(cond.get("lastTransitionTime")), reason=_describe(cond))
-    wl_conditions = _conditions(workload) if workload else {}
-    if "Finished" not in wl_conditions:
-        for kind in ("Preempted", "Evicted"):
-            if kind in wl_conditions:
-                cond = wl_conditions[kind]
-                return Observation(
-                    JobState.evicted, _time(cond.get("lastTransitionTime")), reason=f"{kind}: {_describe(cond)}"
-                )
-    # ``ready`` counts pods whose containers run (a pod waiting for its DAS slice is only
-    # ``active``); API servers before 1.24 report no ``ready``, so fall back to ``active`` there.
-    ready = status.get("ready")
-    started = ready > 0 if ready is not None else bool(status.get("active"))
-    if not spec.get("suspend") and started:
-        return Observation(JobState.running, _time(status.get("startTime")))
-    if "Admitted" in wl_conditions:
-        cond = wl_conditions["Admitted"]
-        return Observation(JobState.admitted, _time(cond.get("lastTransitionTime")), reason=_describe(cond))
-    if spec.get("suspend") is False:
-        # Kueue unsuspends a Job when it admits it; without a Workload that is our only sign.
-        return Observation(JobState.admitted, _time(status.get("startTime")))
-    return Observation(JobState.queued, _time((job.get("metadata") or {}).get("creationTimestamp")))
-
-
-def _rank(state: JobState) -> int:
-    return _TERMINAL_RANK if state in TERMINAL_STATES else _RANK[state]
 
 
 @dataclass
@@ -173,24 +72,6 @@ class _Tracked:
     cancelled: bool = False
     updated: float = 0.0
     """``time.monotonic()`` of the latest Job object: a relist started later that lacks it means deleted."""
-
-
-@dataclass
-class _Resource:
-    """A watched resource: how to list/watch it in a thread."""
-
-    kind: str
-    call: Callable[..., Any]
-    args: tuple[Any, ...]
-    selector: str | None
-    iterations: int | None
-    thread: threading.Thread | None = None
-    response: Any = None
-    not_found_logged: bool = field(default=False)
-
-
-class _Gone(Exception):
-    """The watch's resourceVersion is too old (HTTP 410): relist."""
 
 
 def _load_api_client() -> k8s.ApiClient:
@@ -208,8 +89,7 @@ def _load_api_client() -> k8s.ApiClient:
     return k8s.ApiClient()
 
 
-@register_backend("kubernetes")
-class KubernetesJobBackend:
+class KubernetesJobBackend(JobBackend):
     """Runs transcription jobs as Kueue-managed batch/v1 Jobs (see the module docstring)."""
 
     kind: ClassVar[str] = "kubernetes"
@@ -223,6 +103,7 @@ class KubernetesJobBackend:
         _iterations: int | None = None,
         **_options: object,
     ) -> None:
+        super().__init__()
         if isinstance(settings, Settings):
             settings = settings.kubernetes
         self.settings: KubernetesSettings = settings or KubernetesSettings()
@@ -236,12 +117,11 @@ class KubernetesJobBackend:
         self._tracked: dict[str, _Tracked] = {}  # by Job name
         self._finished: OrderedDict[str, None] = OrderedDict()  # Job names already reported terminal
         self._workloads: dict[str, dict[str, Any]] = {}  # Workload name -> object
-        self._out: asyncio.Queue[JobEvent | None] = asyncio.Queue()
         self._raw: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
-        self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump: asyncio.Task[None] | None = None
-        self._resources: list[_Resource] = []
+        self._watcher: Watcher | None = None
+        self._resources: list[Resource] = []
         self._closed = False
         self._synced = asyncio.Event()
 
@@ -260,10 +140,10 @@ class KubernetesJobBackend:
             created = await asyncio.to_thread(self._create, namespace, body)
         except ApiException as exc:
             if exc.status != 409:
-                raise _api_error(exc, f"create Job {name} in namespace {namespace}") from exc
+                raise api_error(exc, f"create Job {name} in namespace {namespace}") from exc
             created, adopted = await self._adopt(name, job.job_id), True
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise TemporaryError(f"cannot reach the Kubernetes API to create Job {name}: {exc}", delay=2.0) from exc
+            raise unreachable(exc, f"create Job {name}") from exc
         self._finished.pop(name, None)  # a deliberate (re)submit wants to hear how it ends, again
         tracked = self._track(name, job.job_id, created)
         if tracked.reported is None:
@@ -275,7 +155,7 @@ class KubernetesJobBackend:
     def watch(self) -> AsyncIterator[JobEvent]:
         """State changes of every Job of this release, adopted ones included, until ``aclose``."""
         self._start()
-        return self._events()
+        return super().watch()
 
     async def synced(self, timeout: float = 30.0) -> None:
         """Wait until the watch has listed the cluster's Jobs once (adopted jobs are then known)."""
@@ -295,37 +175,25 @@ class KubernetesJobBackend:
         try:
             items = await asyncio.to_thread(self._list_jobs)
         except ApiException as exc:
-            raise _api_error(exc, f"list Jobs in namespace {namespace}") from exc
+            raise api_error(exc, f"list Jobs in namespace {namespace}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise TemporaryError(f"cannot reach the Kubernetes API to list Jobs: {exc}", delay=2.0) from exc
-        ids = []
-        for item in items:
-            meta = item.get("metadata") or {}
-            if meta.get("deletionTimestamp") or {"Complete", "Failed"} & set(_conditions(item)):
-                continue
-            job_id = (meta.get("labels") or {}).get(LABEL_JOB_ID)
-            if job_id:
-                ids.append(job_id)
-        return sorted(ids)
+            raise unreachable(exc, "list Jobs") from exc
+        labels = [((item.get("metadata") or {}).get("labels") or {}) for item in items if not is_finished(item)]
+        return sorted(job_id for job_id in (label.get(LABEL_JOB_ID) for label in labels) if job_id)
 
     async def aclose(self) -> None:
         """Stop the watch threads and the event stream; close the API client if we made it."""
         if self._closed:
             return
         self._closed = True
-        self._stopping.set()
-        for resource in self._resources:
-            with contextlib.suppress(Exception):
-                if resource.response is not None:
-                    resource.response.shutdown()
-        threads = [r.thread for r in self._resources if r.thread is not None]
+        threads = self._watcher.stop() if self._watcher is not None else []
         for thread in threads:
             await asyncio.to_thread(thread.join, 5.0)
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
-        self._out.put_nowait(None)
+        self._close_stream()
         if self._owns_client:
             await asyncio.to_thread(self._api.close)
 
@@ -351,7 +219,7 @@ class KubernetesJobBackend:
         try:
             existing = await asyncio.to_thread(self._read, name)
         except ApiException as exc:
-            raise _api_error(exc, f"read existing Job {name}") from exc
+            raise api_error(exc, f"read existing Job {name}") from exc
         labels = (existing.get("metadata") or {}).get("labels") or {}
         if labels.get(LABEL_JOB_ID) != job_id:
             raise PermanentError(
@@ -371,7 +239,7 @@ class KubernetesJobBackend:
             await asyncio.to_thread(call)
         except ApiException as exc:
             if exc.status != 404:
-                raise _api_error(exc, f"delete Job {name} in namespace {namespace}") from exc
+                raise api_error(exc, f"delete Job {name} in namespace {namespace}") from exc
 
     def _is_ours(self, job: dict[str, Any]) -> bool:
         """Client-side check of the label selector (a server may not filter, e.g. a test emulator)."""
@@ -386,128 +254,29 @@ class KubernetesJobBackend:
         self._loop = asyncio.get_running_loop()
         namespace = self.settings.namespace
         self._resources = [
-            _Resource("Job", self._batch.list_namespaced_job, (namespace,), self._selector, self._iterations),
+            Resource("Job", self._batch.list_namespaced_job, (namespace,), self._selector, self._iterations),
         ]
         if self.settings.use_kueue:
             self._resources.append(
-                _Resource(
+                Resource(
                     "Workload",
                     self._custom.list_namespaced_custom_object,
                     (KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS),
                     None,
                     self._iterations,
+                    not_found_hint=f"Kueue Workloads ({KUEUE_GROUP}/{KUEUE_VERSION}) are not served: is Kueue"
+                    " installed?",
                 )
             )
-        for resource in self._resources:
-            resource.thread = threading.Thread(
-                target=self._watch_forever, args=(resource,), name=f"kubescribe-watch-{resource.kind}", daemon=True
-            )
-            resource.thread.start()
+        self._watcher = Watcher(self._resources, self._hand_over, watch_timeout_s=self.settings.watch_timeout_s)
+        self._watcher.start()
         self._pump = asyncio.create_task(self._process(), name="kubescribe-k8s-events")
 
-    async def _events(self) -> AsyncIterator[JobEvent]:
-        while True:
-            event = await self._out.get()
-            if event is None:
-                return
-            yield event
-
-    def _emit(self, kind: str, kind_of_event: str, obj: dict[str, Any]) -> None:
+    def _hand_over(self, kind: str, kind_of_event: str, obj: dict[str, Any]) -> None:
         """Hand a raw event from a watch thread to the event loop."""
-        if self._loop is not None and not self._stopping.is_set():
+        stopping = self._watcher is None or self._watcher.stopping.is_set()
+        if self._loop is not None and not stopping:
             self._loop.call_soon_threadsafe(self._raw.put_nowait, (kind, kind_of_event, obj))
-
-    def _watch_forever(self, resource: _Resource) -> None:
-        """Layer 1: reconnect forever (or ``_iterations`` times), backing off on errors."""
-        iterations = resource.iterations
-        delay = 0.5
-        while not self._stopping.is_set():
-            try:
-                self._list_and_watch(resource)
-                delay = 0.5
-            except ApiException as exc:
-                if exc.status == 404 and resource.kind == "Workload":
-                    if not resource.not_found_logged:
-                        logger.warning(
-                            "Kueue Workloads (%s/%s) are not served: is Kueue installed?", KUEUE_GROUP, KUEUE_VERSION
-                        )
-                        resource.not_found_logged = True
-                    delay = 30.0
-                else:
-                    logger.warning("watching %ss failed: %s", resource.kind, _api_error(exc, f"watch {resource.kind}s"))
-                    delay = min(delay * 2, 30.0)
-            except Exception as exc:  # connection drops, timeouts, malformed streams: reconnect
-                if self._stopping.is_set():
-                    break
-                logger.debug("watch of %ss interrupted (%s); reconnecting", resource.kind, exc)
-                delay = min(delay * 2, 30.0)
-            if iterations is not None:
-                iterations -= 1
-                if iterations <= 0:
-                    break
-            self._stopping.wait(delay)
-        logger.debug("watch of %ss stopped", resource.kind)
-
-    def _list_and_watch(self, resource: _Resource) -> None:
-        """Layer 2: list, then watch from the list's resourceVersion; relist on 410 Gone."""
-        kwargs: dict[str, Any] = {"_preload_content": False}
-        if resource.selector:
-            kwargs["label_selector"] = resource.selector
-        started = time.monotonic()
-        response = resource.call(*resource.args, **kwargs)
-        listing = json.loads(response.data)
-        for item in listing.get("items") or []:
-            self._emit(resource.kind, "LISTED", item)
-        self._emit(resource.kind, "SYNCED", {"items": listing.get("items") or [], "started": started})
-        version = (listing.get("metadata") or {}).get("resourceVersion")
-        while not self._stopping.is_set():
-            try:
-                version = self._watch_once(resource, version)
-            except _Gone:
-                logger.debug("watch of %ss expired (410); relisting", resource.kind)
-                return
-
-    def _watch_once(self, resource: _Resource, version: str | None) -> str | None:
-        """Layer 3: one watch request; returns the resourceVersion to resume from."""
-        timeout = self.settings.watch_timeout_s
-        kwargs: dict[str, Any] = {
-            "watch": True,
-            "allow_watch_bookmarks": True,
-            "timeout_seconds": timeout,
-            "_preload_content": False,
-            # A little longer than the server's timeout: a silent connection is dead, reconnect.
-            "_request_timeout": (10, timeout + min(5, timeout)),
-        }
-        if resource.selector:
-            kwargs["label_selector"] = resource.selector
-        if version:
-            kwargs["resource_version"] = version
-        response = resource.call(*resource.args, **kwargs)
-        resource.response = response
-        try:
-            for line in iter_resp_lines(response):
-                if self._stopping.is_set():
-                    break
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind_of_event, obj = event.get("type"), event.get("object") or {}
-                if kind_of_event == "ERROR":
-                    if obj.get("code") == 410:
-                        raise _Gone()
-                    raise ApiException(status=obj.get("code") or 500, reason=obj.get("reason"))
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                if kind_of_event != "BOOKMARK":
-                    self._emit(resource.kind, kind_of_event, obj)
-        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
-            if self._stopping.is_set():
-                return version
-            logger.debug("watch of %ss idle for %ss; resuming", resource.kind, timeout)
-        finally:
-            resource.response = None
-            with contextlib.suppress(Exception):
-                response.release_conn()
-        return version
 
     # ---- from raw events to JobEvents (event loop) ---------------------------------------------
 
@@ -605,17 +374,14 @@ class KubernetesJobBackend:
 
     def _report(self, tracked: _Tracked, observation: Observation) -> bool:
         """Emit the new state, filling skipped steps so every consumer sees them in order."""
-        new_rank = _rank(observation.state)
         if tracked.reported is not None:
-            old_rank = _rank(tracked.reported)
-            if new_rank <= old_rank:
+            if rank(observation.state) <= rank(tracked.reported):
                 return False
             # A running or succeeded Job was admitted (and ran) even if a watch missed it; a failed
             # or evicted one may never have started, so nothing is inferred for those.
             if observation.state in (JobState.running, JobState.succeeded):
-                for state, rank in _RANK.items():
-                    if old_rank < rank < new_rank and state is not JobState.queued:
-                        self._put(tracked, Observation(state, observation.at, reason="inferred"))
+                for state in skipped(tracked.reported, observation.state):
+                    self._put(tracked, Observation(state, observation.at, reason="inferred"))
         tracked.reported = observation.state
         self._put(tracked, observation)
         if observation.state in TERMINAL_STATES and observation.state is not JobState.evicted:
@@ -623,15 +389,14 @@ class KubernetesJobBackend:
         return True
 
     def _put(self, tracked: _Tracked, observation: Observation) -> None:
-        event = JobEvent(
-            job_id=tracked.job_id,
-            state=observation.state,
+        self._emit(
+            tracked.job_id,
+            observation.state,
             at=observation.at or utcnow(),
             reason=observation.reason,
             exit_code=observation.exit_code,
         )
-        logger.debug("job %s is %s", tracked.job_id, event.state, extra={"job_id": tracked.job_id})
-        self._out.put_nowait(event)
+        logger.debug("job %s is %s", tracked.job_id, observation.state, extra={"job_id": tracked.job_id})
 
     def _forget(self, tracked: _Tracked) -> None:
         self._tracked.pop(tracked.name, None)

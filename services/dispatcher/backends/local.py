@@ -22,12 +22,12 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
 
 from services.common.settings import Settings
-from services.dispatcher.domain import JobEvent, JobState, TranscriptionJob, register_backend
+from services.dispatcher.backends.base import JobBackend
+from services.dispatcher.domain import JobState, TranscriptionJob
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ class _Process:
         self.stderr_path.unlink(missing_ok=True)
 
 
-@register_backend("local")
-class LocalJobBackend:
+class LocalJobBackend(JobBackend):
     """Runs jobs as local subprocesses on ``slots`` slots, highest priority first."""
 
     kind: ClassVar[str] = "local"
@@ -76,6 +75,7 @@ class LocalJobBackend:
         python: str = sys.executable,
         env: dict[str, str] | None = None,
     ) -> None:
+        super().__init__()
         self.settings = settings or Settings()
         configured = slots if slots is not None else self.settings.dispatcher.slots
         self.slots = configured if configured > 0 else (os.cpu_count() or 1)
@@ -83,7 +83,6 @@ class LocalJobBackend:
         self.python = python
         self.extra_env = dict(env or {})
         self._queue: asyncio.PriorityQueue[tuple[int, int, TranscriptionJob]] | None = None
-        self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()
         self._counter = itertools.count()
         self._known: set[str] = set()
         self._queued: set[str] = set()
@@ -106,13 +105,6 @@ class LocalJobBackend:
         self._queued.add(job.job_id)
         await self._queue.put((-job.priority.rank, next(self._counter), job))
         self._emit(job.job_id, JobState.queued)
-
-    async def watch(self) -> AsyncIterator[JobEvent]:
-        while True:
-            event = await self._events.get()
-            if event is None:
-                return
-            yield event
 
     async def cancel(self, job_id: str) -> None:
         self._queued.discard(job_id)
@@ -137,12 +129,13 @@ class LocalJobBackend:
             process.cleanup()
         self._running.clear()
         self._idle.clear()
-        self._events.put_nowait(None)
+        self._close_stream()
         with contextlib.suppress(OSError):
             self._tmp.rmdir()
 
     # --- introspection (CLI, tests, metrics) -------------------------------------------------
     def free_slots(self) -> int:
+        """Slots neither busy nor promised to a queued job."""
         queued = self._queue.qsize() if self._queue else 0
         return max(0, self.slots - self._busy - queued)
 
@@ -161,9 +154,6 @@ class LocalJobBackend:
             return
         self._queue = asyncio.PriorityQueue()
         self._workers = [asyncio.create_task(self._slot(i), name=f"local-slot-{i}") for i in range(self.slots)]
-
-    def _emit(self, job_id: str, state: JobState, **fields: object) -> None:
-        self._events.put_nowait(JobEvent(job_id=job_id, state=state, **fields))  # type: ignore[arg-type]
 
     async def _spawn(self, *args: str) -> _Process:
         """Start a transcriber; a cancellation mid-start still kills and reaps the new process."""

@@ -1,0 +1,80 @@
+"""``JobBackend``: the one protocol the dispatcher drives, and the event stream every backend shares.
+
+Like an httpx transport implements only ``handle_request``, a backend implements ``submit``
+(idempotent by job id), ``cancel``, ``active`` (for reconciliation after a restart) and
+``aclose``; the dispatch logic is written once, in :mod:`services.dispatcher.consumer`. What
+every backend did the same way lives here: the queue of :class:`JobEvent` s that ``watch``
+streams until ``aclose`` ends it, and the defaults for the two optional capabilities (``start``
+to warm up before the first job, ``free_slots`` to let the planner size jobs to the capacity),
+so the dispatcher calls methods instead of probing with ``getattr``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+from services.dispatcher.domain import JobEvent, JobState, TranscriptionJob
+
+
+class JobBackend(abc.ABC):
+    """Runs transcription jobs. Implementations: local, kubernetes, fake (see ``_registry``)."""
+
+    kind: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()
+        self._stream_closed = False
+
+    # --- what each backend implements --------------------------------------------------------
+    @abc.abstractmethod
+    async def submit(self, job: TranscriptionJob) -> None:
+        """Start the job (its spec is already stored). Submitting the same job id twice runs it once."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str) -> None:
+        """Stop a job; unknown or finished jobs are ignored."""
+
+    @abc.abstractmethod
+    async def active(self) -> list[str]:
+        """Ids of jobs that are queued or running, so a restarted dispatcher adopts instead of duplicating."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release processes, watches and connections; must end the stream (``_close_stream``)."""
+
+    # --- optional capabilities, with defaults --------------------------------------------------
+    async def start(self) -> None:
+        """Get ready before the first job arrives (e.g. warm processes). Default: nothing to do."""
+        return None
+
+    def free_slots(self) -> int | None:
+        """How many more jobs could start now; ``None`` when the backend cannot tell (a cluster,
+        where Kueue decides), and the planner then packs by audio length alone."""
+        return None
+
+    # --- the shared event stream ---------------------------------------------------------------
+    def watch(self) -> AsyncIterator[JobEvent]:
+        """State changes of every job this backend knows, in order per job, until ``aclose``."""
+        return self._stream()
+
+    async def _stream(self) -> AsyncIterator[JobEvent]:
+        while True:
+            event = await self._events.get()
+            if event is None:
+                return
+            yield event
+
+    def _emit(self, job_id: str, state: JobState, **fields: object) -> JobEvent:
+        """Report a state change; ``fields`` are the other :class:`JobEvent` fields (at, reason, ...)."""
+        event = JobEvent(job_id=job_id, state=state, **fields)  # type: ignore[arg-type]
+        self._events.put_nowait(event)
+        return event
+
+    def _close_stream(self) -> None:
+        """End every ``watch()`` iteration (once); called by ``aclose``."""
+        if not self._stream_closed:
+            self._stream_closed = True
+            self._events.put_nowait(None)
