@@ -40,8 +40,8 @@ from services.common.nats_client import connect
 from services.common.settings import NatsSettings
 from services.common.storage import put_stream
 from services.common.topology import AUDIO_BUCKET, ensure_topology
-from services.runtime.nats_server import EmbeddedNatsServer, free_port
-from services.runtime.processes import terminate
+from services.runtime.nats_server import EmbeddedNatsServer
+from services.runtime.processes import free_port, terminate
 
 console = Console()
 

@@ -23,7 +23,7 @@ import pytest
 from services.common.events import SummaryReady
 from services.common.topology import SUMMARY_READY
 from services.runtime.demo import bundled_samples
-from services.runtime.nats_server import free_port
+from services.runtime.processes import free_port
 from services.runtime.supervisor import descendants, pid_alive
 from services.runtime.trace_view import (
     check_trace,

@@ -18,7 +18,7 @@ import uvicorn
 from services.common.settings import ApiSettings, IngestSettings, NatsSettings, Settings
 from services.common.topology import AUDIO_BUCKET, AUDIO_STREAM
 from services.ingest.api import create_app
-from services.runtime.nats_server import free_port
+from services.runtime.processes import free_port
 
 
 def make_settings(nats: NatsSettings, *, max_upload_bytes: int = 64 << 20, token: str | None = None) -> Settings:

@@ -22,7 +22,7 @@ from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import get_bytes, put_bytes
 from services.common.telemetry import StageSpan, setup_telemetry
 from services.common.topology import TRANSCRIPTS_BUCKET, TRANSCRIPTS_STREAM
-from services.runtime.sim_llm import SimConfig, SimLlmServer
+from services.runtime.sim import SimConfig, SimLlmServer
 from services.summarizer.app import serve
 
 pytestmark = pytest.mark.nats
