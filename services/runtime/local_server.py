@@ -20,10 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import httpx
-
 from services.runtime.processes import wait_until
-from services.runtime.supervisor import ManagedProcess, ProcessSpec
+from services.runtime.supervisor import ManagedProcess, ProcessSpec, http_ok
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +60,8 @@ class LocalServer:
         raise NotImplementedError(f"{type(self).__name__} runs in this process")
 
     def ready(self) -> bool:
-        """The readiness probe: ``GET health_path`` answers 200 (override for other protocols)."""
-        try:
-            return httpx.get(f"{self.url}{self.health_path}", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+        """The readiness probe: ``GET health_path`` answers 2xx (override for other protocols)."""
+        return http_ok(f"{self.url}{self.health_path}")()
 
     def spec(self, name: str | None = None, *, env: dict[str, str] | None = None) -> ProcessSpec:
         """The child process, ready to be started by a supervisor or by :meth:`launch`."""

@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
@@ -43,6 +44,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def exited(process: subprocess.Popen, name: str) -> Failed:
+    """A ``failed`` for :func:`wait_until`: the reason once ``process`` has exited."""
+    return lambda: None if process.poll() is None else f"{name} exited with status {process.returncode}"
+
+
+def file_tail(path: Path, chars: int = 2000) -> Output:
+    """An ``output`` for :func:`wait_until`: the end of a log file a child writes."""
+    return lambda: path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
 @dataclass

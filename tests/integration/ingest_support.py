@@ -7,18 +7,16 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
-import pytest
 import uvicorn
 
 from services.common.settings import ApiSettings, IngestSettings, NatsSettings, Settings
 from services.common.topology import AUDIO_BUCKET, AUDIO_STREAM
 from services.ingest.api import create_app
-from services.runtime.processes import free_port
+from services.runtime.processes import exited, file_tail, free_port, wait_until
+from services.runtime.supervisor import http_ok
 
 
 def make_settings(nats: NatsSettings, *, max_upload_bytes: int = 64 << 20, token: str | None = None) -> Settings:
@@ -87,16 +85,8 @@ def ingest_subprocess(nats_url: str, tmp_path: Path, **env: str) -> Iterator[tup
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"ingest exited: {log_path.read_text()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    pytest.fail(f"ingest not ready: {log_path.read_text()}")
-                time.sleep(0.05)
+            ready = http_ok(f"{base}/readyz")
+            wait_until(ready, "ingest", 30, failed=exited(process, "ingest"), output=file_tail(log_path))
             yield process, base
         finally:
             process.terminate()
