@@ -15,7 +15,7 @@ import uvicorn
 from services.common.settings import ApiSettings, IngestSettings, NatsSettings, Settings
 from services.common.topology import AUDIO_BUCKET, AUDIO_STREAM
 from services.ingest.api import create_app
-from services.runtime.processes import exited, file_tail, free_port, wait_until
+from services.runtime.processes import exited, file_tail, free_port, wait_until, wait_until_async
 from services.runtime.supervisor import http_ok
 
 
@@ -46,10 +46,9 @@ async def running_ingest(settings: Settings, nc) -> AsyncIterator[str]:
     )
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-        await asyncio.sleep(0.005)
+    await wait_until_async(lambda: server.started or task.done(), "the ingest server", 30, interval=0.005)
+    if task.done():
+        await task  # it could not start: its exception
     try:
         yield f"http://127.0.0.1:{settings.ingest.port}"
     finally:
