@@ -327,7 +327,11 @@ class EmbeddedStack:
         return next((p for p in self.supervisor.processes if p.name == name), None)
 
     def restart_crashed(self, max_restarts: int = 5) -> list[str]:
-        """Restart services that died (like a pod's restartPolicy); give up after ``max_restarts``."""
+        """Restart children that died (like a pod's restartPolicy); give up after ``max_restarts``.
+
+        Each comes back from its own spec, so nats-server returns on the same port with the same
+        JetStream store, and the services' clients reconnect to it.
+        """
         restarted = []
         for process in self.supervisor.exited():
             count = self.restarts.get(process.name, 0)
