@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -42,8 +43,9 @@ from services.common.nats_client import connect
 from services.common.settings import NatsSettings
 from services.common.storage import put_stream
 from services.common.topology import AUDIO_BUCKET, ensure_topology
-from services.runtime.nats_server import EmbeddedNatsServer, free_port
-from services.runtime.processes import terminate
+from services.runtime.nats_server import EmbeddedNatsServer
+from services.runtime.processes import ProcessFailedError, exited, file_tail, free_port, terminate, wait_until
+from services.runtime.supervisor import http_ok
 
 console = Console()
 
@@ -99,9 +101,9 @@ async def run(
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """user + system CPU time of a process."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 async def bench(args: argparse.Namespace, nats_url: str, ingest_url: str, ingest_pid: int) -> list[Result]:
@@ -207,17 +209,10 @@ def main() -> None:
 
 
 def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"ingest exited: {log.read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"ingest did not become ready: {log.read_text()}")
+    try:
+        wait_until(http_ok(f"{url}/readyz"), "ingest", 30, failed=exited(process, "ingest"), output=file_tail(log))
+    except ProcessFailedError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 if __name__ == "__main__":

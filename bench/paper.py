@@ -311,7 +311,7 @@ def gaie(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from loadgen.report import summarize, write_report
     from loadgen.results import write_run
     from loadgen.trace import write_trace
-    from services.runtime.sim_llm import SimConfig, SimLlmServer
+    from services.runtime.sim import SimConfig, SimLlmServer
 
     out = args.out / "gaie"
     out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from services.common.documents import Segment, Transcript
 from services.common.openai_stream import read_completion_stream
 from services.common.settings import LlmSettings
 from services.common.telemetry import setup_telemetry
-from services.runtime.sim_llm import SimConfig, SimLlmServer
+from services.runtime.sim import SimConfig, SimLlmServer
 from services.summarizer.client import ChatClient, RetryPolicy, instrument_httpx
 from services.summarizer.domain import summarize_transcript
 from services.summarizer.prompts import PromptBuilder

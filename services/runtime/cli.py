@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -21,7 +20,6 @@ import tempfile
 import threading
 import time
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -31,7 +29,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from services.common.errors import ConfigurationError
-from services.common.logs import configure_logging
+from services.runtime.serve import serve
 
 logger = logging.getLogger(__name__)
 console = Console()
@@ -45,55 +43,6 @@ LlmOption = typer.Option(
     envvar="KUBESCRIBE_LLM",
     help="local | sim | external | auto (local if the llm extra is installed).",
 )
-
-
-class Service(StrEnum):
-    ingest = "ingest"
-    dispatcher = "dispatcher"
-    summarizer = "summarizer"
-
-
-# ---------------------------------------------------------------- serve
-
-
-async def _serve(service: Service) -> None:
-    """Run one service until SIGTERM/SIGINT; signal readiness through a file and a log line."""
-    from services.common.metrics_server import start_metrics_server
-
-    module = importlib.import_module(f"services.{service.value}.app")
-    ready = asyncio.Event()
-    metrics = start_metrics_server() if service is not Service.ingest else None  # ingest serves /metrics itself
-    task = asyncio.create_task(module.serve(ready=ready), name=f"serve-{service.value}")
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    ready_file = os.environ.get("KUBESCRIBE_READY_FILE")
-    waiter = asyncio.create_task(ready.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if ready.is_set():
-            if ready_file:
-                Path(ready_file).parent.mkdir(parents=True, exist_ok=True)
-                Path(ready_file).write_text(f"{os.getpid()}\n")
-            extra = f", metrics {metrics.url}" if metrics else ""
-            typer.echo(f"{service.value} ready (pid {os.getpid()}{extra})", err=True)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    finally:
-        waiter.cancel()
-        if ready_file:
-            Path(ready_file).unlink(missing_ok=True)
-        if metrics:
-            metrics.stop()
-        from services.common.telemetry import shutdown_telemetry
-
-        shutdown_telemetry()
-
-
-def serve(service: Service = typer.Argument(..., help="ingest | dispatcher | summarizer")) -> None:
-    """Run one service in the foreground until SIGTERM or Ctrl-C (the container's command)."""
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(service))
 
 
 # ---------------------------------------------------------------- up
@@ -390,31 +339,6 @@ def trace(
 def register(app: typer.Typer) -> None:
     app.command("up")(up)
     app.command("demo")(demo)
-    app.command("serve")(serve)
+    app.command("serve")(serve)  # the container's command, in its own module
     app.command("status")(status)
     app.command("trace")(trace)
-
-
-def main() -> None:
-    """``python -m services.runtime.cli serve X``: what the embedded stack runs for each service.
-
-    A service process imports only the runtime commands and its own service, not every command
-    module of the CLI (loadgen, Kubernetes, ...), so it starts faster and a broken unrelated
-    module cannot keep it from starting. Same logging and exit conventions as ``kubescribe``.
-    """
-    from services.cli import err_console
-    from services.common.errors import KubescribeError
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    configure_logging()
-    app = typer.Typer(name="kubescribe", pretty_exceptions_enable=False, add_completion=False)
-    register(app)
-    try:
-        app()
-    except KubescribeError as exc:
-        err_console.print(f"[red]{type(exc).__name__}[/red]: {exc}")
-        raise SystemExit(1) from exc
-
-
-if __name__ == "__main__":
-    main()

@@ -12,14 +12,11 @@ import contextlib
 import gc
 import importlib.util
 import logging
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import httpx
-
 from services.common.errors import ConfigurationError
+from services.runtime.local_server import LocalServer
 from services.runtime.models import INSTALL_HINT, MODEL_NAME, chunks_available, ensure_model
 
 logger = logging.getLogger(__name__)
@@ -30,8 +27,11 @@ def llm_available() -> bool:
     return importlib.util.find_spec("xllamacpp") is not None and chunks_available()
 
 
-class LocalLlmServer:
+class LocalLlmServer(LocalServer):
     """A llama.cpp server in this process; stopped (and its memory freed) on exit."""
+
+    name = "llama.cpp server"
+    ready_timeout = 120.0
 
     def __init__(
         self,
@@ -44,12 +44,11 @@ class LocalLlmServer:
         host: str = "127.0.0.1",
         alias: str = MODEL_NAME,
     ) -> None:
+        super().__init__(host, port)
         self.model_path = model_path
-        self.port = port
         self.threads = threads
         self.n_ctx = n_ctx
         self.parallel = parallel
-        self.host = host
         self.alias = alias
         self._server: Any = None
         self._address: str | None = None
@@ -69,7 +68,7 @@ class LocalLlmServer:
         """The name the server reports (llama.cpp answers with the model path)."""
         return str(self.model_path)
 
-    def start(self, timeout: float = 120.0) -> None:
+    def launch(self) -> None:
         try:
             import xllamacpp
         except ImportError as exc:
@@ -96,17 +95,9 @@ class LocalLlmServer:
         logger.info("starting llama.cpp on %s (%d threads, n_ctx %d)", self.model_path, self.threads, self.n_ctx)
         self._server = xllamacpp.Server(params)
         self._address = self._server.listening_address
-        self._wait_ready(timeout)
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"llama.cpp server did not become healthy within {timeout}s")
+    def failed(self) -> str | None:
+        return None if self._server is not None else "llama.cpp server stopped"
 
     def stop(self) -> None:
         """Dropping the last reference stops xllamacpp's server (its destructor joins the loop)."""
@@ -114,12 +105,3 @@ class LocalLlmServer:
             self._server = None
             gc.collect()
         self._address = None
-
-    def __enter__(self) -> LocalLlmServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -16,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
-import json
 import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -29,10 +27,13 @@ from typing import Literal
 
 from services.common.errors import ConfigurationError
 from services.common.settings import LlmSettings, RuntimeSettings
-from services.runtime.nats_server import EmbeddedNatsServer, free_port
+from services.runtime.nats_server import EmbeddedNatsServer
+from services.runtime.processes import free_port
+from services.runtime.sim import SimConfig, sim_command
 from services.runtime.supervisor import (
     LogSink,
     ManagedProcess,
+    ProcessFailedError,
     ProcessSpec,
     Supervisor,
     file_exists,
@@ -110,8 +111,8 @@ def _kubescribe(*args: str) -> list[str]:
 
 
 def _serve(service: str) -> list[str]:
-    """``kubescribe serve X``, through the runtime's own entry point (imports only that service)."""
-    return [sys.executable, "-m", "services.runtime.cli", "serve", service]
+    """``kubescribe serve X``, through its own entry point (imports only that service)."""
+    return [sys.executable, "-m", "services.runtime.serve", service]
 
 
 class EmbeddedStack:
@@ -147,12 +148,12 @@ class EmbeddedStack:
         self.log_level = log_level or os.environ.get("KUBESCRIBE_LOG_LEVEL", "INFO")
         self.ready_timeout = ready_timeout
         self.supervisor = Supervisor(sink=self.sink, log_dir=self.log_dir)
-        self.nats: EmbeddedNatsServer | None = None
+        self.nats = EmbeddedNatsServer(self.data_dir / "nats", port=self.nats_port)
+        """Its port, monitoring port and store are fixed here: a restart of its spec comes back in place."""
         self.restarts: dict[str, int] = {}
         self._stopping = threading.Event()
         self._abort = stop_event or threading.Event()
         """Set by the caller (a signal handler) to abort a start-up in progress; never set by us."""
-        self._nats_tail: threading.Thread | None = None
 
     # ------------------------------------------------------------ addresses
 
@@ -173,8 +174,8 @@ class EmbeddedStack:
         return f"nats://{self.host}:{self.nats_port}"
 
     @property
-    def nats_monitor_url(self) -> str | None:
-        return self.nats.monitor_url if self.nats else None
+    def nats_monitor_url(self) -> str:
+        return self.nats.monitor_url
 
     @property
     def ingest_url(self) -> str:
@@ -249,27 +250,11 @@ class EmbeddedStack:
         return self._stopping.is_set() or self._abort.is_set()
 
     def _start_nats(self) -> None:
-        log_file = self.log_dir / "nats.log"
-        offset = log_file.stat().st_size if log_file.exists() else 0
-        self.nats = EmbeddedNatsServer(self.data_dir / "nats", port=self.nats_port, log_file=log_file)
+        """nats-server is a supervised child like the others, started and checked before them."""
         try:
-            self.nats.start()
-        except RuntimeError as exc:
-            tail = log_file.read_text(errors="replace")[offset:][-1500:] if log_file.exists() else ""
-            raise ConfigurationError(f"nats-server did not start on port {self.nats_port}: {exc}\n{tail}") from exc
-        self._nats_tail = threading.Thread(target=self._tail_nats, args=(log_file, offset), daemon=True)
-        self._nats_tail.start()
-
-    def _tail_nats(self, path: Path, offset: int) -> None:
-        """nats-server writes its own log file; echo its new lines with the others."""
-        with open(path, encoding="utf-8", errors="replace") as log:
-            log.seek(offset)
-            while not self._stopping.is_set():
-                line = log.readline()
-                if line:
-                    self.sink("nats", line.rstrip("\n"))
-                else:
-                    time.sleep(0.2)
+            self.supervisor.start(self.nats.spec(), should_stop=self._should_stop)
+        except ProcessFailedError as exc:
+            raise ConfigurationError(f"nats-server did not start on port {self.nats_port}: {exc}") from exc
 
     def _ensure_topology(self) -> None:
         """Create streams and buckets once, before the services race to do it themselves."""
@@ -304,9 +289,8 @@ class EmbeddedStack:
             timeout = max(self.ready_timeout, 600.0)  # first run assembles and verifies the GGUF
         else:
             # The simulator must serve the model name the summarizer asks for (another name is a 404).
-            config = {"model": LlmSettings().model, **self.sim_config}
-            argv = [sys.executable, "-m", "services.runtime.sim_llm", "--host", self.host, "--port", str(self.llm_port)]
-            argv += ["--config-json", json.dumps(config)]
+            config = SimConfig(**{"model": LlmSettings().model, **self.sim_config})
+            argv = sim_command(config, self.host, self.llm_port)
             timeout = self.ready_timeout
         env = self.child_env()
         # The assembled GGUF is cached per user, not per stack: a fresh data dir must not re-assemble it.
@@ -343,7 +327,11 @@ class EmbeddedStack:
         return next((p for p in self.supervisor.processes if p.name == name), None)
 
     def restart_crashed(self, max_restarts: int = 5) -> list[str]:
-        """Restart services that died (like a pod's restartPolicy); give up after ``max_restarts``."""
+        """Restart children that died (like a pod's restartPolicy); give up after ``max_restarts``.
+
+        Each comes back from its own spec, so nats-server returns on the same port with the same
+        JetStream store, and the services' clients reconnect to it.
+        """
         restarted = []
         for process in self.supervisor.exited():
             count = self.restarts.get(process.name, 0)
@@ -362,19 +350,10 @@ class EmbeddedStack:
         """Services first (in reverse), then the LLM, then NATS, which flushes JetStream to disk."""
         self._stopping.set()
         self.supervisor.stop_all()
-        if self.nats is not None:
-            self.nats.stop()
-            self.nats = None
-        if self._nats_tail is not None:
-            self._nats_tail.join(timeout=1)
-            self._nats_tail = None
 
     def pids(self) -> list[int]:
         """Pids of the direct children (nats-server included)."""
-        pids = [p.pid for p in self.supervisor.processes if p.pid]
-        if self.nats and self.nats.pid:
-            pids.append(self.nats.pid)
-        return pids
+        return [p.pid for p in self.supervisor.processes if p.pid]
 
     def __enter__(self) -> EmbeddedStack:
         return self.start()

@@ -3,7 +3,7 @@
 Each service runs as its own process (like a pod), in its own process group, with its output
 prefixed by its name and interleaved on the console and copied to ``<log_dir>/<name>.log``.
 Stopping must leave no orphan, including children of children (the dispatcher's transcriber
-subprocesses), so :meth:`ManagedProcess.stop` collects the whole process tree from ``/proc``
+subprocesses), so :meth:`ManagedProcess.stop` collects the whole process tree (psutil)
 before signalling, signals the group and every descendant, and escalates to SIGKILL. Children
 also get ``PR_SET_PDEATHSIG`` so that even a SIGKILLed supervisor does not leave them running.
 """
@@ -19,14 +19,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from services.common.errors import KubescribeError
+from services.runtime.processes import ProcessFailedError, descendants, pid_alive, wait_until
 
 logger = logging.getLogger(__name__)
 
@@ -49,49 +48,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
 
 
 # ---------------------------------------------------------------- process tree
-
-
-def _ppid_map() -> dict[int, int]:
-    """pid → parent pid of every process, read from ``/proc``."""
-    parents: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                data = stat.read()
-        except OSError:
-            continue
-        # The command name is in parentheses and may contain spaces or ')': split on the last one.
-        fields = data.rsplit(b")", 1)[-1].split()
-        if len(fields) > 2:
-            parents[int(entry.name)] = int(fields[1])
-    return parents
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (children, their children, ...)."""
-    children: dict[int, list[int]] = {}
-    for child, parent in _ppid_map().items():
-        children.setdefault(parent, []).append(child)
-    found: set[int] = set()
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            state = stat.read().rsplit(b")", 1)[-1].split()[0]
-    except OSError:
-        return False
-    return state not in (b"Z", b"X")
 
 
 def _signal_all(pids: Iterable[int], sig: int) -> None:
@@ -138,17 +94,15 @@ class ProcessSpec:
     """Grace period between SIGTERM and SIGKILL; a service drains in-flight work in it."""
 
 
-class ProcessFailedError(KubescribeError):
-    """A child exited or did not become ready in time; the message carries its last output."""
-
-
 class ManagedProcess:
     """One child process in its own process group, with its output pumped to a sink and a log file."""
 
-    def __init__(self, spec: ProcessSpec, *, sink: LogSink, log_dir: Path | None = None) -> None:
+    def __init__(
+        self, spec: ProcessSpec, *, sink: LogSink, log_dir: Path | None = None, log_path: Path | None = None
+    ) -> None:
         self.spec = spec
         self.sink = sink
-        self.log_path = log_dir / f"{spec.name}.log" if log_dir else None
+        self.log_path = log_path or (log_dir / f"{spec.name}.log" if log_dir else None)
         self._process: subprocess.Popen[bytes] | None = None
         self._pump: threading.Thread | None = None
         self._tail: list[str] = []
@@ -207,24 +161,24 @@ class ManagedProcess:
     def output_tail(self) -> str:
         return "\n".join(self._tail[-20:])
 
+    def exit_reason(self) -> str | None:
+        """Why waiting on this process is pointless (it exited), or None while it runs."""
+        return None if self.running else f"{self.name} exited with status {self.returncode}"
+
     def wait_ready(self, *, should_stop: Callable[[], bool] = lambda: False) -> None:
-        """Poll the health check; fail fast if the process exits first."""
+        """Poll the health check; fail fast if the process exits first or the caller gives up."""
         if self.spec.ready is None:
             return
-        deadline = time.monotonic() + self.spec.ready_timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise ProcessFailedError(
-                    f"{self.name} exited with status {self.returncode} before it was ready; "
-                    f"last output:\n{self.output_tail()}"
-                )
-            if should_stop():
-                raise ProcessFailedError(f"{self.name}: interrupted while waiting for it to become ready")
-            if self.spec.ready():
-                return
-            time.sleep(0.05)
-        raise ProcessFailedError(
-            f"{self.name} was not ready within {self.spec.ready_timeout:.0f}s; last output:\n{self.output_tail()}"
+
+        def failed() -> str | None:
+            return self.exit_reason() or ("interrupted" if should_stop() else None)
+
+        wait_until(
+            self.spec.ready,
+            f"{self.name} to become ready",
+            self.spec.ready_timeout,
+            output=self.output_tail,
+            failed=failed,
         )
 
     def stop(self, timeout: float | None = None) -> None:
@@ -238,13 +192,15 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGTERM)
         _signal_all(tree, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def gone() -> bool:
+            nonlocal tree
             tree |= descendants(process.pid) if process.poll() is None else set()
-            if process.poll() is not None and not any(pid_alive(pid) for pid in tree):
-                break
-            time.sleep(0.05)
-        else:
+            return process.poll() is not None and not any(pid_alive(pid) for pid in tree)
+
+        try:
+            wait_until(gone, f"{self.name} to stop", timeout)
+        except ProcessFailedError:
             logger.warning("%s did not stop within %.0fs: killing it", self.name, timeout)
         if process.poll() is None:
             tree |= descendants(process.pid)

@@ -44,7 +44,7 @@ def sim_llm(
     model: str = typer.Option("kubescribe-local", "--model", envvar="KUBESCRIBE_LLM_MODEL", help="Served model name."),
 ) -> None:
     """Serve the vLLM-compatible simulator (OpenAI API, vLLM /metrics) until Ctrl-C."""
-    from services.runtime.sim_llm import SimConfig, serve_forever
+    from services.runtime.sim import SimConfig, serve_forever
 
     if mode not in ("echo", "random"):
         raise typer.BadParameter(f"--mode must be echo or random, got {mode!r}")

@@ -8,23 +8,31 @@ per recording with every stage, whose stage spans add up to the end-to-end time;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import nats
+import psutil
 import pytest
 
 from services.common.events import SummaryReady
 from services.common.topology import SUMMARY_READY
 from services.runtime.demo import bundled_samples
-from services.runtime.nats_server import free_port
-from services.runtime.supervisor import descendants, pid_alive
+from services.runtime.processes import (
+    ProcessFailedError,
+    descendants,
+    exited,
+    free_port,
+    pid_alive,
+    wait_until,
+    wait_until_async,
+)
 from services.runtime.trace_view import (
     check_trace,
     load_spans,
@@ -60,9 +68,8 @@ async def test_ten_recordings_end_in_summary_ready_with_connected_traces(embedde
         async with httpx.AsyncClient(base_url=stack.ingest_url, timeout=30) as client:
             ids = await asyncio.gather(*(_upload(client, samples[i % len(samples)].path) for i in range(RECORDINGS)))
             assert len(set(ids)) == RECORDINGS
-            deadline = time.monotonic() + 240
-            while not set(ids) <= set(seen) and time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
+            with contextlib.suppress(ProcessFailedError):  # the assertion below names the missing ones
+                await wait_until_async(lambda: set(ids) <= set(seen), "every SummaryReady", 240, interval=0.5)
             stages = {rid: (await client.get(f"/v1/recordings/{rid}")).json() for rid in ids}
     finally:
         await nc.close()
@@ -71,13 +78,14 @@ async def test_ten_recordings_end_in_summary_ready_with_connected_traces(embedde
     assert all(stages[rid]["stage"] == "summarized" for rid in ids)
 
     # Spans are exported in batches every 200 ms: wait until each trace has its final span.
-    deadline = time.monotonic() + 15
-    while True:
+    def every_trace_complete() -> bool:
+        nonlocal traces
         traces = spans_by_recording(load_spans(stack.span_file))
-        done = [rid for rid in ids if any(s.name == "total" for s in traces.get(rid, ()))]
-        if len(done) == len(ids) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.25)
+        return all(any(s.name == "total" for s in traces.get(rid, ())) for rid in ids)
+
+    traces: dict = {}
+    with contextlib.suppress(ProcessFailedError):  # the checks below say what is missing
+        await wait_until_async(every_trace_complete, "the final span of every trace", 15, interval=0.25)
 
     problems, sums = [], []
     for rid in ids:
@@ -101,17 +109,22 @@ async def test_ten_recordings_end_in_summary_ready_with_connected_traces(embedde
 
 def _stack_processes(marker: str) -> set[int]:
     """Every process whose environment names our NATS URL: the stack's children, at any depth."""
+    key, _, value = marker.partition("=")
     found = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
             continue
-        try:
-            environ = Path(f"/proc/{entry.name}/environ").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in environ.split(b"\0") and pid_alive(int(entry.name)):
-            found.add(int(entry.name))
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get(key) == value and pid_alive(process.pid):
+                found.add(process.pid)
     return found
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []
 
 
 class _Up:
@@ -128,21 +141,26 @@ class _Up:
         self.lines: list[str] = []
 
     def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        assert self.process.stdout is not None
-        os.set_blocking(self.process.stdout.fileno(), False)
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if line:
+        stdout = self.process.stdout
+        assert stdout is not None
+        os.set_blocking(stdout.fileno(), False)
+
+        def said_ready() -> bool:
+            while line := stdout.readline():
                 self.lines.append(line.rstrip())
                 if line.startswith("ready: Ctrl-C to stop"):
-                    return
-                continue
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.kill()
-        pytest.fail("kubescribe up did not become ready:\n" + "\n".join(self.lines[-60:]))
+                    return True
+            return False
+
+        def tail() -> str:
+            said_ready()  # what it printed before it exited
+            return "\n".join(self.lines[-60:])
+
+        try:
+            wait_until(said_ready, "kubescribe up", timeout, output=tail, failed=exited(self.process, "kubescribe up"))
+        except ProcessFailedError as exc:
+            self.kill()
+            pytest.fail(str(exc))
 
     def terminate(self, timeout: float = 60) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -158,15 +176,17 @@ class _Up:
 
 
 def _wait_stage(url: str, rid: str, stages: tuple[str, ...], timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
     stage = "?"
-    while time.monotonic() < deadline:
+
+    def reached() -> bool:
+        nonlocal stage
         response = httpx.get(f"{url}/v1/recordings/{rid}", timeout=10)
         if response.status_code == 200:
             stage = response.json()["stage"]
-            if stage in stages:
-                return stage
-        time.sleep(0.1)
+        return stage in stages
+
+    with contextlib.suppress(ProcessFailedError):  # the caller asserts on the stage it got to
+        wait_until(reached, f"{rid} to reach {stages}", timeout, interval=0.1)
     return stage
 
 
@@ -195,11 +215,10 @@ def test_up_sigterm_leaves_no_process_behind_and_state_survives_restart(tmp_path
     finally:
         up.kill()
     assert status == 0, "\n".join(up.lines[-40:])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (any(pid_alive(p) for p in tree) or _stack_processes(marker)):
-        time.sleep(0.1)
+    with contextlib.suppress(ProcessFailedError):  # the assertion names what is left
+        wait_until(lambda: not any(pid_alive(p) for p in tree) and not _stack_processes(marker), "no process", 10)
     left = {p for p in tree if pid_alive(p)} | _stack_processes(marker)
-    assert not left, f"processes left after SIGTERM: {[Path(f'/proc/{p}/cmdline').read_bytes() for p in left]}"
+    assert not left, f"processes left after SIGTERM: {[_cmdline(p) for p in left]}"
 
     # Same data dir, new processes: JetStream file storage kept every recording.
     again = _Up(data_dir, nats_port, ingest_port)
@@ -235,12 +254,12 @@ def test_status_and_trace_commands_show_every_stage(embedded_stack) -> None:
     assert status.returncode == 0, status.stderr
     for stage in ("received", "queued", "dispatched", "running", "transcribed", "summarizing", "summarized"):
         assert stage in status.stdout
-    deadline = time.monotonic() + 10
-    while True:
+
+    def traced_fully() -> subprocess.CompletedProcess[str] | None:
         traced = run("trace", rid, "--data-dir", str(stack.data_dir))
-        if "no span yet" not in traced.stdout or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+        return None if "no span yet" in traced.stdout else traced
+
+    traced = wait_until(traced_fully, f"the spans of {rid}", 10, interval=0.3)
     assert traced.returncode == 0, traced.stdout + traced.stderr
     for stage in ("ingest", "queue_wait", "admission_wait", "model_load", "transcription", "ttft", "total"):
         assert stage in traced.stdout

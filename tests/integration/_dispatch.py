@@ -23,6 +23,7 @@ from services.common.telemetry import tracer
 from services.common.topology import AUDIO_BUCKET, AUDIO_STREAM
 from services.dispatcher.app import serve
 from services.dispatcher.backends import JobBackend
+from services.runtime.processes import wait_until_async
 from tests.speech import duration_of
 
 OUTCOMES = {RecordingStage.transcribed, RecordingStage.failed}
@@ -142,12 +143,7 @@ async def wait_outcomes(
 
 
 async def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    await wait_until_async(predicate, what, timeout)
 
 
 async def delete_consumer(js: JetStreamContext, durable: str) -> None:

@@ -7,18 +7,16 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
-import pytest
 import uvicorn
 
 from services.common.settings import ApiSettings, IngestSettings, NatsSettings, Settings
 from services.common.topology import AUDIO_BUCKET, AUDIO_STREAM
 from services.ingest.api import create_app
-from services.runtime.nats_server import free_port
+from services.runtime.processes import exited, file_tail, free_port, wait_until, wait_until_async
+from services.runtime.supervisor import http_ok
 
 
 def make_settings(nats: NatsSettings, *, max_upload_bytes: int = 64 << 20, token: str | None = None) -> Settings:
@@ -48,10 +46,9 @@ async def running_ingest(settings: Settings, nc) -> AsyncIterator[str]:
     )
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-        await asyncio.sleep(0.005)
+    await wait_until_async(lambda: server.started or task.done(), "the ingest server", 30, interval=0.005)
+    if task.done():
+        await task  # it could not start: its exception
     try:
         yield f"http://127.0.0.1:{settings.ingest.port}"
     finally:
@@ -87,16 +84,8 @@ def ingest_subprocess(nats_url: str, tmp_path: Path, **env: str) -> Iterator[tup
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"ingest exited: {log_path.read_text()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    pytest.fail(f"ingest not ready: {log_path.read_text()}")
-                time.sleep(0.05)
+            ready = http_ok(f"{base}/readyz")
+            wait_until(ready, "ingest", 30, failed=exited(process, "ingest"), output=file_tail(log_path))
             yield process, base
         finally:
             process.terminate()

@@ -7,7 +7,7 @@ import pytest
 from services.common.errors import ConfigurationError
 from services.common.nats_client import connect
 from services.common.settings import NatsSettings
-from services.runtime.nats_server import free_port
+from services.runtime.processes import free_port
 
 pytestmark = pytest.mark.nats
 

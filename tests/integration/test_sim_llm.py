@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from services.runtime.sim_llm import SimConfig, SimLlmServer
+from services.runtime.sim import SimConfig, SimLlmServer
 
 
 def _metric(text: str, name: str) -> float:

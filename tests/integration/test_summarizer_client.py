@@ -8,8 +8,8 @@ import statistics
 import pytest
 
 from services.common.settings import LlmSettings
-from services.runtime.nats_server import free_port
-from services.runtime.sim_llm import SimConfig, SimLlmServer
+from services.runtime.processes import free_port
+from services.runtime.sim import SimConfig, SimLlmServer
 from services.summarizer.client import (
     ChatClient,
     LlmRequestError,

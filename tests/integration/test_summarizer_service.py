@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -23,7 +22,8 @@ from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import get_bytes, put_bytes
 from services.common.telemetry import StageSpan, setup_telemetry
 from services.common.topology import TRANSCRIPTS_BUCKET, TRANSCRIPTS_STREAM
-from services.runtime.sim_llm import SimConfig, SimLlmServer
+from services.runtime.processes import wait_until_async
+from services.runtime.sim import SimConfig, SimLlmServer
 from services.summarizer.app import serve
 
 pytestmark = pytest.mark.nats
@@ -103,13 +103,12 @@ async def _submit(
 
 async def _wait_done(js, recording_id: str, timeout: float = 20) -> RecordingStatus:
     store = await StatusStore.open(js)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    async def done() -> RecordingStatus | None:
         status = await store.get(recording_id)
-        if status and status.stage in (RecordingStage.summarized, RecordingStage.failed):
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"recording {recording_id} not done: {await store.get(recording_id)}")
+        return status if status and status.stage in (RecordingStage.summarized, RecordingStage.failed) else None
+
+    return await wait_until_async(done, f"recording {recording_id} to be done", timeout)
 
 
 async def test_summarizes_and_traces(js, nats_settings, spans) -> None:
@@ -192,10 +191,11 @@ async def test_gateway_back_after_a_storm_summarizes_on_redelivery(js, nats_sett
         settings = _settings(nats_settings, sim, retry_deadline_s=0.3, backoff_base_s=0.01, backoff_max_s=0.05)
         async with running(settings) as durable:
             recording_id, _ = await _submit(js)
-            deadline = time.monotonic() + 30
-            while (await js.consumer_info(TRANSCRIPTS_STREAM, durable)).num_redelivered < 1:
-                assert time.monotonic() < deadline, "the failed summary was never redelivered"
-                await asyncio.sleep(0.05)
+
+            async def redelivered() -> bool:
+                return (await js.consumer_info(TRANSCRIPTS_STREAM, durable)).num_redelivered >= 1
+
+            await wait_until_async(redelivered, "the failed summary to be redelivered", 30)
             assert sim.engine is not None
             sim.engine.config.failure_rate = 0.0  # the gateway recovers
             status = await _wait_done(js, recording_id, timeout=60)
@@ -225,10 +225,9 @@ async def test_backlog_stays_in_jetstream_and_is_handed_back_on_shutdown(js, nat
     with SimLlmServer(SimConfig(model="m", ttft=30, max_num_seqs=64)) as sim:
         async with running(_settings(nats_settings, sim, concurrency=2)) as durable:
             ids = [(await _submit(js))[0] for _ in range(6)]
-            deadline = time.monotonic() + 10
-            while sim.engine is None or sim.engine.running < 2:
-                assert time.monotonic() < deadline, "the summarizer never started two summaries"
-                await asyncio.sleep(0.05)
+            await wait_until_async(
+                lambda: sim.engine is not None and sim.engine.running >= 2, "the summarizer to start two summaries", 10
+            )
             await asyncio.sleep(0.5)  # room for a fetch that the free slots should not allow
             info = await js.consumer_info(TRANSCRIPTS_STREAM, durable)
             assert (info.num_ack_pending, info.num_pending) == (2, 4)

@@ -119,7 +119,7 @@ def test_report_command(app, tmp_path):
 
 
 def test_llm_command_against_the_simulator(app, tmp_path):
-    sim_llm = pytest.importorskip("services.runtime.sim_llm")
+    sim_llm = pytest.importorskip("services.runtime.sim")
     out = tmp_path / "llm.jsonl"
     with sim_llm.SimLlmServer(sim_llm.SimConfig(ttft=0.02, itl=0.001)) as sim:
         result = runner.invoke(

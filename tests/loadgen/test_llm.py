@@ -11,7 +11,7 @@ from loadgen.llm import LlmOptions, benchmark
 from loadgen.make import make_prompts
 from loadgen.report import summarize_llm
 
-sim_llm = pytest.importorskip("services.runtime.sim_llm", reason="the simulator (services/runtime/sim_llm.py)")
+sim_llm = pytest.importorskip("services.runtime.sim", reason="the simulator (services/runtime/sim)")
 
 TTFT = 0.15
 ITL = 0.01

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from services.common.metrics_server import start_metrics_server
-from services.runtime.supervisor import (
-    ManagedProcess,
-    ProcessFailedError,
-    ProcessSpec,
-    Supervisor,
-    descendants,
-    file_exists,
-    http_ok,
-    pid_alive,
-)
+from services.runtime.processes import ProcessFailedError, descendants, pid_alive, wait_until, wait_until_async
+from services.runtime.supervisor import ManagedProcess, ProcessSpec, Supervisor, file_exists, http_ok
 
 # A parent that prints, starts a child in its own group and a grandchild in a new session
 # (escaping the process group, like a transcriber started with start_new_session), then waits.
@@ -41,9 +33,8 @@ time.sleep(300)
 
 
 def _wait_gone(pids: set[int], timeout: float = 10) -> set[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-        time.sleep(0.05)
+    with contextlib.suppress(ProcessFailedError):
+        wait_until(lambda: not any(pid_alive(p) for p in pids), "the processes to exit", timeout)
     return {p for p in pids if pid_alive(p)}
 
 
@@ -54,9 +45,7 @@ def test_stop_kills_the_whole_tree_including_children_that_left_the_group(tmp_pa
     process = supervisor.start(
         ProcessSpec("tree", [sys.executable, "-c", TREE, str(ready)], ready=file_exists(ready), ready_timeout=20)
     )
-    deadline = time.monotonic() + 10
-    while len(descendants(process.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(descendants(process.pid)) >= 2, "the child and the grandchild", 10)
     tree = {process.pid, *descendants(process.pid)}
     assert len(tree) == 3
     supervisor.stop_all()
@@ -90,6 +79,24 @@ def test_a_process_that_exits_before_ready_fails_with_its_output(tmp_path: Path)
         supervisor.start(spec)
     assert "cannot bind port 1234" in str(failure.value)
     supervisor.stop_all()
+
+
+def test_wait_until_names_what_it_waited_for_and_shows_the_output() -> None:
+    with pytest.raises(ProcessFailedError, match=r"timed out after 0.2s while waiting for the moon") as late:
+        wait_until(lambda: False, "the moon", 0.2, output=lambda: "no moon tonight")
+    assert "no moon tonight" in str(late.value)
+    with pytest.raises(ProcessFailedError, match="server exited with status 1 while waiting for it"):
+        wait_until(lambda: False, "it", 60, failed=lambda: "server exited with status 1")
+    assert wait_until(iter([0, None, 7]).__next__, "a value", 5, interval=0.001) == 7
+
+
+async def test_wait_until_async_awaits_a_coroutine_check() -> None:
+    answers = iter([False, "", "ready"])
+
+    async def check() -> str | bool:
+        return next(answers)
+
+    assert await wait_until_async(check, "an answer", 5, interval=0.001) == "ready"
 
 
 def test_http_health_check_against_the_metrics_exporter() -> None:
