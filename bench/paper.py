@@ -203,10 +203,10 @@ def transcription_experiment(
 ) -> list[list]:
     """Every configuration once per repeat (interleaved, so drift hits all of them); the reports."""
     from loadgen.make import preset as make_preset
-    from loadgen.progress import NullProgress
     from loadgen.replay import prepare_audio
     from loadgen.report import write_report
     from loadgen.trace import write_trace
+    from services.common.progress import NullProgress
 
     items = make_preset(preset, seed=args.seed, models=models)
     out = args.out / name

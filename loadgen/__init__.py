@@ -28,8 +28,8 @@ _EXPORTS = {
     "write_run": "loadgen.results",
     "summarize": "loadgen.report",
     "write_report": "loadgen.report",
-    "Progress": "loadgen.progress",
-    "NullProgress": "loadgen.progress",
+    "Progress": "services.common.progress",
+    "NullProgress": "services.common.progress",
     "LoadgenError": "loadgen.errors",
 }
 

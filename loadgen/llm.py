@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 import httpx
 
 from loadgen.errors import TargetError
-from loadgen.progress import NullProgress, Progress
 from loadgen.results import LlmResult, Run, RunFooter, RunHeader
 from loadgen.trace import TraceItem
 from services.common.events import utcnow
 from services.common.ids import new_id
 from services.common.openai_stream import OpenAIStreamError, StreamedCompletion, read_completion_stream
+from services.common.progress import NullProgress, Progress
 
 
 @dataclass

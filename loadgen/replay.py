@@ -28,13 +28,13 @@ from nats.js import JetStreamContext
 from loadgen.audio import audio_key, materialize, wav_duration
 from loadgen.collector import OutcomeCollector
 from loadgen.errors import TargetError
-from loadgen.progress import NullProgress, Progress
 from loadgen.report import percentile
 from loadgen.results import ItemResult, Run, RunFooter, RunHeader
 from loadgen.targets import Audio, HttpTarget, NatsTarget, Target
 from loadgen.trace import TraceItem
 from services.common.events import utcnow
 from services.common.ids import new_id
+from services.common.progress import NullProgress, Progress
 
 __all__ = [
     "IN_MEMORY_MAX_BYTES",

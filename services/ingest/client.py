@@ -202,14 +202,17 @@ async def upload_file(
     body = data if data is not None else _async_http_body(path, progress)
     response = await client.post("/v1/recordings", content=body, headers=headers)
     if response.status_code != 202:
-        raise SubmitError(f"{path.name}: HTTP {response.status_code}: {_reason(response)}", status=response.status_code)
+        raise SubmitError(
+            f"{path.name}: HTTP {response.status_code}: {response_reason(response)}", status=response.status_code
+        )
     try:
         return dict(response.json())
     except (ValueError, TypeError) as exc:
         raise SubmitError(f"{path.name}: HTTP 202 without a JSON body: {response.text[:200]}", status=202) from exc
 
 
-def _reason(response: httpx.Response) -> str:
+def response_reason(response: httpx.Response) -> str:
+    """The reason an ingest error response gives (its ``detail``), for one-line messages."""
     try:
         body = response.json()
         return str(body.get("detail") or body)[:300]

@@ -29,6 +29,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from services.common.errors import ConfigurationError
+from services.common.progress import NullProgress
 from services.runtime.serve import serve
 
 logger = logging.getLogger(__name__)
@@ -103,8 +104,8 @@ def _llm_kind(value: str | None):
 # ---------------------------------------------------------------- demo
 
 
-class _RichProgress:
-    """Renders the demo engine's hooks as a rich progress display."""
+class _RichProgress(NullProgress):
+    """Renders the demo engine's progress hooks as a rich progress display, one bar per sample."""
 
     def __init__(self, progress) -> None:
         self.progress = progress
@@ -113,26 +114,25 @@ class _RichProgress:
     def add(self, name: str) -> None:
         self.tasks[name] = self.progress.add_task(f"{name}: submitting", total=8)
 
-    def _update(self, result, completed: int | None = None) -> None:
+    def _update(self, name: str, stage: str, completed: int | None = None) -> None:
         from services.common.status import RecordingStage
 
-        name = result.sample.name
         stages = list(RecordingStage)
-        rank = stages.index(RecordingStage(result.stage)) + 1 if result.stage in RecordingStage.__members__ else 0
+        rank = stages.index(RecordingStage(stage)) + 1 if stage in RecordingStage.__members__ else 0
         self.progress.update(
             self.tasks[name],
-            description=f"{name}: {result.stage}",
+            description=f"{name}: {stage}",
             completed=completed if completed is not None else min(rank, 8),
         )
 
-    def submitted(self, result) -> None:
-        self._update(result)
+    def on_sent(self, item_id: str, lag_s: float) -> None:
+        self._update(item_id, "received")
 
-    def stage_changed(self, result) -> None:
-        self._update(result)
+    def on_stage(self, item_id: str, stage: str) -> None:
+        self._update(item_id, stage)
 
-    def finished(self, result) -> None:
-        self._update(result, completed=8)
+    def on_result(self, result) -> None:
+        self._update(result.sample.name, result.stage, completed=8)
         if not result.ok:
             self.progress.update(self.tasks[result.sample.name], description=f"{result.sample.name}: [red]failed")
 

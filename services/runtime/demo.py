@@ -1,7 +1,8 @@
 """``kubescribe demo``: the bundled samples through a running stack, over the public HTTP API.
 
-The engine knows nothing about the console: it reports to a :class:`DemoProgress` (lifecycle
-hooks), and the CLI renders that with rich. It talks to ingest exactly as a user would
+The engine knows nothing about the console: it reports to the project's one
+:class:`~services.common.progress.Progress` (``on_sent`` when a sample is accepted, ``on_stage``
+as it moves, ``on_result`` when it ends), and the CLI renders that with rich. It talks to ingest exactly as a user would
 (``POST /v1/recordings``, then the status, transcript and summary routes) and reads each
 recording's per-stage latencies back from the span file.
 """
@@ -13,10 +14,11 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 
+from services.common.progress import NullProgress, Progress
+from services.ingest.client import SubmitError, response_reason, upload_file
 from services.runtime.trace_view import StageRow, load_spans, missing_stages, spans_for_recording, stage_rows
 
 TERMINAL_STAGES = ("summarized", "failed")
@@ -62,47 +64,14 @@ class DemoResult:
         return self.stage == "summarized" and self.error is None and self.summary is not None
 
 
-class DemoProgress(Protocol):
-    """Lifecycle hooks the CLI renders; every method is called from the event loop."""
-
-    def submitted(self, result: DemoResult) -> None: ...
-
-    def stage_changed(self, result: DemoResult) -> None: ...
-
-    def finished(self, result: DemoResult) -> None: ...
-
-
-class NullProgress:
-    def submitted(self, result: DemoResult) -> None:
-        pass
-
-    def stage_changed(self, result: DemoResult) -> None:
-        pass
-
-    def finished(self, result: DemoResult) -> None:
-        pass
-
-
-def _reason(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        detail = body.get("detail") or body.get("reason") or body
-    except ValueError:
-        detail = response.text[:300]
-    return f"HTTP {response.status_code}: {detail}"
-
-
 async def _submit(client: httpx.AsyncClient, result: DemoResult) -> None:
-    data = result.sample.path.read_bytes()
-    response = await client.post("/v1/recordings", files={"file": (result.sample.path.name, data, "audio/wav")})
-    if response.status_code != 202:
-        raise RuntimeError(f"upload of {result.sample.path.name} refused: {_reason(response)}")
-    result.recording_id = response.json()["id"]
+    accepted = await upload_file(client, result.sample.path)
+    result.recording_id = accepted["id"]
     result.stage = "received"
 
 
 async def _follow(
-    client: httpx.AsyncClient, result: DemoResult, progress: DemoProgress, deadline: float, poll_s: float
+    client: httpx.AsyncClient, result: DemoResult, progress: Progress[DemoResult], deadline: float, poll_s: float
 ) -> None:
     while time.monotonic() < deadline:
         response = await client.get(f"/v1/recordings/{result.recording_id}")
@@ -111,7 +80,7 @@ async def _follow(
             stage = body.get("stage", "unknown")
             if stage != result.stage:
                 result.stage = stage
-                progress.stage_changed(result)
+                progress.on_stage(result.sample.name, stage)
             if stage in TERMINAL_STAGES:
                 if stage == "failed":
                     result.error = f"failed at {body.get('error_stage')}: {body.get('error')}"
@@ -128,7 +97,7 @@ async def _fetch_results(client: httpx.AsyncClient, result: DemoResult) -> None:
     if summary.status_code == 200:
         result.summary = summary.json().get("text", "").strip()
     elif result.error is None:
-        result.error = f"summary unavailable: {_reason(summary)}"
+        result.error = f"summary unavailable: HTTP {summary.status_code}: {response_reason(summary)}"
 
 
 async def wait_for_stages(span_file: Path, recording_id: str, *, timeout: float = 3.0) -> list[StageRow]:
@@ -144,7 +113,7 @@ async def wait_for_stages(span_file: Path, recording_id: str, *, timeout: float 
 async def _one(
     client: httpx.AsyncClient,
     result: DemoResult,
-    progress: DemoProgress,
+    progress: Progress[DemoResult],
     span_file: Path | None,
     deadline: float,
     poll_s: float,
@@ -152,16 +121,16 @@ async def _one(
     started = time.monotonic()
     try:
         await _submit(client, result)
-        progress.submitted(result)
+        progress.on_sent(result.sample.name, 0.0)
         await _follow(client, result, progress, deadline, poll_s)
         if result.recording_id:
             await _fetch_results(client, result)
             if span_file is not None:
                 result.stages = await wait_for_stages(span_file, result.recording_id)
-    except (httpx.HTTPError, RuntimeError, ValueError, KeyError) as exc:
+    except (httpx.HTTPError, SubmitError, RuntimeError, ValueError, KeyError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     result.elapsed_s = time.monotonic() - started
-    progress.finished(result)
+    progress.on_result(result)
     return result
 
 
@@ -169,7 +138,7 @@ async def run_samples(
     ingest_url: str,
     samples: list[Sample],
     *,
-    progress: DemoProgress | None = None,
+    progress: Progress[DemoResult] | None = None,
     span_file: Path | None = None,
     timeout_s: float = 600.0,
     poll_s: float = 0.25,
