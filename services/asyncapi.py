@@ -16,6 +16,7 @@ from faststream.specification import AsyncAPI
 
 from services import __version__
 from services.common.events import AudioReceived, RecordingFailed, Stage, TranscriptReady, failed_subject
+from services.common.messaging import Channel, declare_publishers
 from services.common.topology import AUDIO_RECEIVED, TRANSCRIPT_READY
 from services.dispatcher.app import router as dispatcher_router
 from services.summarizer.app import router as summarizer_router
@@ -29,33 +30,45 @@ DESCRIPTION = (
 
 def _producers(broker: NatsBroker) -> None:
     """Channels published by processes that consume nothing from NATS (ingest, the transcriber)."""
-    broker.publisher(
-        AUDIO_RECEIVED,
-        schema=AudioReceived,
-        title="ingest:AudioReceived",
-        description="Published by ingest after an upload (or by a client after putting the audio object).",
+    declare_publishers(
+        broker,
+        "ingest",
+        [
+            Channel(
+                AUDIO_RECEIVED,
+                AudioReceived,
+                "AudioReceived",
+                "Published by ingest after an upload (or by a client after putting the audio object).",
+            ),
+            Channel(
+                failed_subject(Stage.ingest),
+                RecordingFailed,
+                "RecordingFailed",
+                (
+                    "Reserved for failures detected at ingest. The HTTP API answers bad uploads with a 4xx directly, "
+                    "and an invalid directly published AudioReceived is reported by the dispatcher on "
+                    "`kubescribe.dispatch.failed`."
+                ),
+            ),
+        ],
     )
-    broker.publisher(
-        failed_subject(Stage.ingest),
-        schema=RecordingFailed,
-        title="ingest:RecordingFailed",
-        description=(
-            "Reserved for failures detected at ingest. The HTTP API answers bad uploads with a 4xx directly, "
-            "and an invalid directly published AudioReceived is reported by the dispatcher on "
-            "`kubescribe.dispatch.failed`."
-        ),
-    )
-    broker.publisher(
-        TRANSCRIPT_READY,
-        schema=TranscriptReady,
-        title="transcriber:TranscriptReady",
-        description="Published by the transcriber (local subprocess or Kubernetes Job) per recording.",
-    )
-    broker.publisher(
-        failed_subject(Stage.transcribe),
-        schema=RecordingFailed,
-        title="transcriber:RecordingFailed",
-        description="A recording that could not be transcribed (undecodable audio, attempts exhausted).",
+    declare_publishers(
+        broker,
+        "transcriber",
+        [
+            Channel(
+                TRANSCRIPT_READY,
+                TranscriptReady,
+                "TranscriptReady",
+                "Published by the transcriber (local subprocess or Kubernetes Job) per recording.",
+            ),
+            Channel(
+                failed_subject(Stage.transcribe),
+                RecordingFailed,
+                "RecordingFailed",
+                "A recording that could not be transcribed (undecodable audio, attempts exhausted).",
+            ),
+        ],
     )
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -10,6 +13,9 @@ from nats.js.api import PubAck
 from services.common.events import Event, RecordingFailed, Stage, failed_subject
 from services.common.status import RecordingStage, StatusStore
 from services.common.telemetry import inject_headers
+
+if TYPE_CHECKING:
+    from faststream.nats import NatsBroker, NatsRouter
 
 logger = logging.getLogger(__name__)
 
@@ -68,3 +74,27 @@ async def report_failure(
     await publish_event(js, event, subject=failed_subject(stage))
     logger.warning("recording %s failed at %s: %s", recording_id or "<unknown>", stage.value, reason)
     return event
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A subject a service publishes on, as the AsyncAPI document shows it."""
+
+    subject: str
+    schema: type[Event]
+    name: str
+    """Shown as ``<service>:<name>`` (the event class name unless two channels share a class)."""
+    description: str
+
+
+def declare_publishers(target: NatsBroker | NatsRouter, service: str, channels: Iterable[Channel]) -> None:
+    """Declare ``service``'s channels for the AsyncAPI export only.
+
+    Services publish with :func:`publish_event` (``Nats-Msg-Id``, trace headers), not through
+    FastStream publishers, so these declarations exist to make the generated document list every
+    channel; one function keeps the title convention the same for every service.
+    """
+    for channel in channels:
+        target.publisher(
+            channel.subject, schema=channel.schema, title=f"{service}:{channel.name}", description=channel.description
+        )

@@ -29,6 +29,7 @@ from faststream.nats import JStream, NatsRouter, PullSub
 
 from services.common.broker import build_broker, connect_jetstream, run_until_cancelled
 from services.common.events import RecordingFailed, Stage, failed_subject
+from services.common.messaging import Channel, declare_publishers
 from services.common.settings import DispatcherSettings, Settings
 from services.common.telemetry import setup_telemetry
 from services.common.topology import AUDIO_RECEIVED, AUDIO_STREAM, DISPATCHER_CONSUMER, ensure_topology
@@ -73,17 +74,23 @@ def build_router(
         ),
     )(on_audio_received)
     # Declared for the AsyncAPI document; the dispatcher publishes with report_failure (Nats-Msg-Id).
-    router.publisher(
-        failed_subject(Stage.dispatch),
-        schema=RecordingFailed,
-        title="dispatcher:RecordingFailed",
-        description="A recording that cannot be dispatched (invalid event, missing audio), with the reason.",
-    )
-    router.publisher(
-        failed_subject(Stage.transcribe),
-        schema=RecordingFailed,
-        title="dispatcher:TranscribeFailed",
-        description="A recording whose transcription jobs ended without a transcript `max_attempts` times.",
+    declare_publishers(
+        router,
+        "dispatcher",
+        [
+            Channel(
+                failed_subject(Stage.dispatch),
+                RecordingFailed,
+                "RecordingFailed",
+                "A recording that cannot be dispatched (invalid event, missing audio), with the reason.",
+            ),
+            Channel(
+                failed_subject(Stage.transcribe),
+                RecordingFailed,
+                "TranscribeFailed",
+                "A recording whose transcription jobs ended without a transcript `max_attempts` times.",
+            ),
+        ],
     )
     return router
 

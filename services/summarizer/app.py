@@ -35,6 +35,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from services.common.broker import build_broker, connect_jetstream, run_until_cancelled
 from services.common.events import RecordingFailed, Stage, SummaryReady, failed_subject
 from services.common.inflight import MAX_DELIVER, InFlight
+from services.common.messaging import Channel, declare_publishers
 from services.common.settings import Settings, SummarizerSettings
 from services.common.telemetry import setup_telemetry
 from services.common.topology import (
@@ -91,17 +92,20 @@ def build_router(
         ),
     )(on_transcript_ready)
     # Declared for the AsyncAPI document; the handler publishes with publish_event (Nats-Msg-Id).
-    router.publisher(
-        SUMMARY_READY,
-        schema=SummaryReady,
-        title="summarizer:SummaryReady",
-        description="The summary document is in the `summaries` Object Store.",
-    )
-    router.publisher(
-        failed_subject(Stage.summarize),
-        schema=RecordingFailed,
-        title="summarizer:RecordingFailed",
-        description="A transcript that could not be summarized (retryable after a gateway storm).",
+    declare_publishers(
+        router,
+        "summarizer",
+        [
+            Channel(
+                SUMMARY_READY, SummaryReady, "SummaryReady", "The summary document is in the `summaries` Object Store."
+            ),
+            Channel(
+                failed_subject(Stage.summarize),
+                RecordingFailed,
+                "RecordingFailed",
+                "A transcript that could not be summarized (retryable after a gateway storm).",
+            ),
+        ],
     )
     return router
 
