@@ -4,7 +4,6 @@ is tested in pairs: "should set X" and "should not render X if not set"."""
 from __future__ import annotations
 
 import json
-
 import re
 import shutil
 from pathlib import Path
