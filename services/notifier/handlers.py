@@ -20,12 +20,13 @@ from faststream.nats.annotations import NatsMessage
 from nats.js import JetStreamContext
 
 from services.common.documents import Summary
-from services.common.errors import KubescribeError
+from services.common.errors import KubescribeError, MissingObjectError
 from services.common.events import RecordingFailed, SummaryReady, parse_event, utcnow
 from services.common.settings import NotifierSettings, Settings
 from services.common.status import RecordingStatus, StatusStore, WebhookDelivery
 from services.common.storage import get_bytes
 from services.common.topology import SUMMARY_READY
+from services.notifier import metrics
 from services.notifier.delivery import post
 from services.notifier.domain import (
     RETRYABLE_STATUS,
@@ -39,6 +40,9 @@ from services.notifier.urls import RefusedUrlError, parse_networks, resolve_targ
 
 logger = logging.getLogger(__name__)
 
+MAX_CRASHES = 20
+"""A message whose handling raised (NATS down, a bug) this many times is dropped with a log line:
+the consumer retries forever otherwise (``max_deliver=-1``, the retry deadline bounds deliveries)."""
 NOTIFIER = "notifier_handler"
 """Context key of the service's :class:`Notifier`, set in the app's lifespan."""
 
@@ -78,11 +82,13 @@ class Notifier:
             return Decision("no-recording")
         store = await self.store()
         status = await store.get(event.recording_id)
-        url = (status.webhook.url if status and status.webhook else None) or self.config.tenant_urls.get(event.tenant)
+        if status is None:  # not a recording this deployment knows: nowhere to record a delivery
+            return Decision("no-status")
+        url = (status.webhook.url if status.webhook else None) or self.config.tenant_urls.get(event.tenant)
         if not url:
             return Decision("no-webhook")
         kind = webhook_type(event)
-        current = status.webhook if status else None
+        current = status.webhook
         if current is not None and current.event == kind and current.state in TERMINAL:
             return Decision("duplicate")
         secret = self.config.tenant_secrets.get(event.tenant) or self.config.secret
@@ -95,7 +101,11 @@ class Notifier:
         except RefusedUrlError as exc:
             logger.warning("webhook of %s refused: %s", event.recording_id, exc)
             return await self._record(event, url, kind, "refused", first, now, error=str(exc), posted=False)
-        body = payload(event, summary_text=await self._summary_text(event), status_url=self._status_url(event))
+        try:
+            summary_text = await self._summary_text(event)
+        except MissingObjectError as exc:  # expired or purged: the webhook can only say so
+            return await self._record(event, url, kind, "failed", first, now, error=str(exc), posted=False)
+        body = payload(event, summary_text=summary_text, status_url=self._status_url(event))
         attempt = await post(self.client, target, body, secret=secret, webhook_id=event.id)
         if attempt.delivered:
             return await self._record(event, url, kind, "delivered", first, now, code=attempt.status_code)
@@ -165,9 +175,15 @@ async def on_outcome(message: NatsMessage, notifier: Notifier = Context(NOTIFIER
     try:
         decision = await notifier.handle(message.body, message.raw_message.subject)
     except Exception:
-        logger.exception("webhook handling failed; retrying in 5 s")
+        delivered = message.raw_message.metadata.num_delivered
+        if delivered >= MAX_CRASHES:
+            logger.exception("webhook handling failed %d times; giving up on this message", delivered)
+            await message.ack()
+            return
+        logger.exception("webhook handling failed (delivery %d); retrying in 5 s", delivered)
         await message.nack(delay=5.0)
         return
+    metrics.OUTCOMES.labels(decision.state).inc()
     if decision.retry_in is not None:
         await message.nack(delay=decision.retry_in)
     else:
