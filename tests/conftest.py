@@ -66,13 +66,11 @@ def whisper_engine():
     return engine
 
 
-@pytest.fixture(scope="session")
-def embedded_stack(tmp_path_factory: pytest.TempPathFactory):
+def start_embedded_stack(data_dir: Path, env: dict[str, str] | None = None):
     """The whole embedded stack as processes (nats-server, simulator LLM, ingest, dispatcher,
-    summarizer) in a fresh data dir on free ports; stopped, with every child, at session end."""
+    summarizer, notifier) in ``data_dir`` on free ports; the caller stops it."""
     from services.runtime.stack import EmbeddedStack, quiet_sink
 
-    data_dir = tmp_path_factory.mktemp("stack")
     stack = EmbeddedStack(
         data_dir,
         llm="sim",
@@ -81,12 +79,19 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory):
         ingest_port=0,
         sink=quiet_sink,  # logs stay in <data_dir>/logs/<name>.log
         sim_config={"ttft": 0.05, "itl": 0.002},
-        env={"KUBESCRIBE_API_TOKEN": ""},
+        env={"KUBESCRIBE_API_TOKEN": "", **(env or {})},
     )
     try:
         stack.start()
     except Exception as exc:  # pragma: no cover - dumps what the children said
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(stack.log_dir.glob("*.log")))
         pytest.fail(f"embedded stack did not start: {exc}\n{logs}")
+    return stack
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory: pytest.TempPathFactory):
+    """The embedded stack for the session; stopped, with every child, at session end."""
+    stack = start_embedded_stack(tmp_path_factory.mktemp("stack"))
     yield stack
     stack.stop()

@@ -9,6 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.common.events import utcnow
 
 
+class Word(BaseModel):
+    """One timed word, present only when the upload asked for word timestamps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    word: str
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+    probability: float | None = None
+
+
 class Segment(BaseModel):
     """One timed stretch of speech."""
 
@@ -17,6 +28,11 @@ class Segment(BaseModel):
     start: float = Field(ge=0, description="Seconds from the start of the recording.")
     end: float = Field(ge=0)
     text: str
+    words: list[Word] | None = Field(
+        None,
+        description="Per-word timing, when the upload asked for it.",
+        exclude_if=lambda words: words is None,  # absent, not null: segments without it look as before
+    )
 
 
 class Transcript(BaseModel):

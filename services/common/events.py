@@ -131,6 +131,15 @@ class AudioReceived(Event):
         examples=["tiny.en"],
     )
     language: str | None = Field(None, max_length=16, description="Spoken language hint (ISO 639-1).")
+    word_timestamps: bool | None = Field(
+        None, description="Also time every word (Segment.words); slower, so only when asked (OpenAI API)."
+    )
+    prompt: str | None = Field(
+        None, max_length=4096, description="Whisper initial prompt: spellings and context for the decoder."
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=1, description="Sampling temperature of the decoder; unset uses Whisper's fallback ladder."
+    )
 
 
 class TranscriptReady(Event):

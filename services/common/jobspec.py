@@ -36,6 +36,10 @@ class JobRecording(BaseModel):
     priority: Priority = Priority.normal
     duration_s: float | None = None
     language: str | None = None
+    word_timestamps: bool | None = None
+    prompt: str | None = None
+    temperature: float | None = None
+    """Per-recording decoder options from ``AudioReceived`` (the OpenAI API sets them)."""
     traceparent: str | None = Field(None, description="W3C trace context of the recording's trace.")
     event_id: str | None = Field(None, description="Id of the AudioReceived that asked for it.")
 

@@ -94,6 +94,45 @@ class ApiSettings(BaseSettings):
     """When set, every /v1 route needs ``Authorization: Bearer <token>``."""
 
 
+class OpenAISettings(BaseSettings):
+    """The OpenAI-compatible transcription API (``POST /v1/audio/transcriptions``)."""
+
+    model_config = _config("KUBESCRIBE_OPENAI_")
+
+    wait_s: float = 300.0
+    """How long the request waits for the transcript before a 504 naming the recording id: five
+    minutes covers a queued hour of audio on a few slots; longer recordings should poll."""
+    models: list[str] = []
+    """Whisper models ``GET /v1/models`` lists and the route accepts; empty means the dispatcher's
+    default model and the per-tenant models, which is what the deployment can actually serve."""
+    default_alias: str = "whisper-1"
+    """The name OpenAI clients send by default; it means the dispatcher's default model."""
+
+
+class NotifierSettings(BaseSettings):
+    """Signed completion webhooks (the notifier service)."""
+
+    model_config = _config("KUBESCRIBE_NOTIFIER_")
+
+    secret: str | None = None
+    """HMAC-SHA256 key of ``Kubescribe-Signature``; without one (or a tenant's) no webhook is sent."""
+    tenant_secrets: dict[str, str] = {}
+    """Per-tenant signing keys (JSON in the environment); other tenants use ``secret``."""
+    tenant_urls: dict[str, str] = {}
+    """Per-tenant default callback URL, used when an upload names none."""
+    allowed_networks: list[str] = []
+    """CIDRs a callback may reach although they are private/loopback (SSRF guard), e.g. ["10.1.0.0/16"]."""
+    timeout_s: float = 10.0
+    """One attempt's timeout; a receiver should answer at once and work afterwards."""
+    retry_deadline_s: float = 3600.0
+    """Retries stop an hour after the first attempt: a receiver down longer polls the status instead."""
+    backoff_base_s: float = 1.0
+    """First retry after 1 s, then doubling (with jitter) up to ``backoff_max_s``."""
+    backoff_max_s: float = 300.0
+    ack_wait_s: float = 60.0
+    """JetStream redelivers after this; longer than one attempt (``timeout_s``) plus the status writes."""
+
+
 class DispatcherSettings(BaseSettings):
     """How recordings become transcription jobs."""
 
@@ -293,6 +332,14 @@ class Settings:
     @cached_property
     def api(self) -> ApiSettings:
         return ApiSettings()
+
+    @cached_property
+    def openai(self) -> OpenAISettings:
+        return OpenAISettings()
+
+    @cached_property
+    def notifier(self) -> NotifierSettings:
+        return NotifierSettings()
 
     @cached_property
     def dispatcher(self) -> DispatcherSettings:

@@ -42,6 +42,27 @@ class RecordingStage(StrEnum):
         return list(RecordingStage).index(self)
 
 
+class WebhookDelivery(BaseModel):
+    """Where a recording's completion webhook goes and how its delivery went (written by the notifier).
+
+    ``state``: ``pending`` (nothing sent yet), ``retrying`` (an attempt failed; the next is
+    scheduled), ``delivered`` (a 2xx), ``failed`` (a non-retryable answer or the retry deadline
+    passed) or ``refused`` (the URL is not allowed, e.g. a private address: see docs/webhooks.md).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    url: str | None = None
+    state: str = "pending"
+    event: str | None = Field(None, description="Webhook type of the last delivery, e.g. recording.summarized.")
+    event_id: str | None = None
+    attempts: int = 0
+    last_status_code: int | None = None
+    error: str | None = None
+    first_attempt_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
 class RecordingStatus(BaseModel):
     """The status document of one recording (the KV value)."""
 
@@ -68,6 +89,7 @@ class RecordingStatus(BaseModel):
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Per-stage numbers (ttft_s, audio_s, processing_s, ...)."
     )
+    webhook: WebhookDelivery | None = Field(None, description="The completion webhook, when one is configured.")
 
     def advance(self, stage: RecordingStage, at: datetime | None = None) -> RecordingStatus:
         """Record that ``stage`` was reached; never moves the stage backwards (redelivery is harmless)."""

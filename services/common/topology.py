@@ -45,6 +45,8 @@ IDEMPOTENCY_BUCKET = "idempotency"
 
 DISPATCHER_CONSUMER = "dispatcher"
 SUMMARIZER_CONSUMER = "summarizer"
+NOTIFIER_CONSUMER = "notifier"
+"""The notifier's durable on both SUMMARIES and FAILED (consumer names are per stream)."""
 
 
 @dataclass(frozen=True)

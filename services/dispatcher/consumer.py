@@ -200,6 +200,9 @@ class Dispatcher:
             priority=event.priority,
             duration_s=event.duration_s,
             language=event.language,
+            word_timestamps=event.word_timestamps,
+            prompt=event.prompt,
+            temperature=event.temperature,
             traceparent=traceparent,
             event_id=event.id,
         )

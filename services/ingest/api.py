@@ -17,6 +17,7 @@ from services.common.settings import Settings
 from services.ingest.auth import BearerAuth
 from services.ingest.errors import add_error_handlers
 from services.ingest.middleware import MetricsMiddleware
+from services.ingest.openai_api import router as openai_router
 from services.ingest.routes import probes, router
 from services.ingest.service import IngestService
 
@@ -44,5 +45,6 @@ def create_app(settings: Settings | None = None, *, nc: NatsClient | None = None
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     add_error_handlers(app)
     app.include_router(router)
+    app.include_router(openai_router)
     app.include_router(probes)
     return app

@@ -30,6 +30,7 @@ from services.ingest.formats import MEDIA_TYPES, RENDERERS
 from services.ingest.idempotency import claim_key
 from services.ingest.responses import ERROR_RESPONSES, UPLOAD_BODY, UPLOAD_RESPONSES, not_ready_responses
 from services.ingest.service import IngestService
+from services.notifier.urls import check_callback_url
 
 _TENANT_RE = re.compile(TENANT_PATTERN)
 
@@ -52,6 +53,24 @@ async def require_token(request: Request) -> None:
         raise ApiError(401, "unauthorized", exc.detail) from exc
 
 
+def request_tenant(request: Request) -> str:
+    """The tenant a request acts for: ``X-Tenant`` (a DNS label), ``default`` without one."""
+    tenant = request.headers.get("x-tenant", "default")
+    if not _TENANT_RE.match(tenant):
+        raise ApiError(422, "invalid_tenant", f"X-Tenant {tenant!r} is not a DNS label (a-z, 0-9, -; ≤63)")
+    return tenant
+
+
+def checked_callback_url(url: str | None) -> str | None:
+    """A per-upload webhook URL, checked for shape here (reachability is the notifier's SSRF guard)."""
+    if url is None:
+        return None
+    try:
+        return check_callback_url(url)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_callback_url", str(exc)) from exc
+
+
 ServiceDep = Annotated[IngestService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -68,16 +87,18 @@ probes = APIRouter()
     openapi_extra=UPLOAD_BODY,
     responses=UPLOAD_RESPONSES,
 )
-async def upload(request: Request, service: ServiceDep, settings: SettingsDep) -> JSONResponse:
+async def upload(
+    request: Request, service: ServiceDep, settings: SettingsDep, callback_url: str | None = None
+) -> JSONResponse:
     """Stream the body into the audio Object Store, probe it and publish AudioReceived.
 
     Headers: ``Idempotency-Key`` (same key and tenant → same id, nothing stored twice),
     ``X-Tenant`` (a DNS label), ``X-Priority`` (low | normal | high), ``X-Model``, ``X-Language``.
+    Query ``callback_url``: a signed webhook on completion (docs/webhooks.md).
     """
     headers = request.headers
-    tenant = headers.get("x-tenant", "default")
-    if not _TENANT_RE.match(tenant):
-        raise ApiError(422, "invalid_tenant", f"X-Tenant {tenant!r} is not a DNS label (a-z, 0-9, -; ≤63)")
+    tenant = request_tenant(request)
+    callback_url = checked_callback_url(callback_url)
     try:
         priority = Priority(headers.get("x-priority", "normal").lower())
     except ValueError:
@@ -104,6 +125,7 @@ async def upload(request: Request, service: ServiceDep, settings: SettingsDep) -
             priority=priority,
             model=headers.get("x-model"),
             language=headers.get("x-language"),
+            callback_url=callback_url,
         )
     except BaseException:  # also on cancellation: a failed upload must not be replayed
         if claim and revision is not None:

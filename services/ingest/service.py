@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from typing import Any
 
 from fastapi import Request
@@ -30,7 +31,7 @@ from services.common.events import AudioReceived, ObjectRef, Priority, utcnow
 from services.common.messaging import publish_event
 from services.common.nats_client import connect
 from services.common.settings import Settings
-from services.common.status import RecordingStage, RecordingStatus, StatusStore
+from services.common.status import RecordingStage, RecordingStatus, StatusStore, WebhookDelivery
 from services.common.storage import delete_object, put_stream
 from services.common.telemetry import StageSpan, current_traceparent, tracer
 from services.common.topology import AUDIO_BUCKET, IDEMPOTENCY_BUCKET, ensure_topology
@@ -38,7 +39,7 @@ from services.ingest.errors import ApiError, UnavailableError
 from services.ingest.idempotency import IdempotencyClaims
 from services.ingest.metrics import IngestMetrics
 from services.ingest.probe import AudioInfo, probe_file
-from services.ingest.upload import Spool, UploadError, open_upload
+from services.ingest.upload import Spool, Upload, UploadError, open_upload
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +97,46 @@ class IngestService:
         priority: Priority,
         model: str | None,
         language: str | None,
+        callback_url: str | None = None,
     ) -> dict[str, Any]:
-        """Stream, probe, store, write the status and publish; roll everything back on failure."""
+        """Stream the request body as an upload: see :meth:`accept_upload`."""
         with _library_errors_as_unavailable():
             arrived_at = utcnow()  # the recording's end-to-end clock starts when its upload starts
             upload = open_upload(_body(request), request.headers.get("content-type"))
             await upload.prime()
             if not upload.filename and (header_name := request.headers.get("x-filename")):
                 upload.filename = os.path.basename(header_name)
+        return await self.accept_upload(
+            upload,
+            recording_id=recording_id,
+            tenant=tenant,
+            priority=priority,
+            model=model,
+            language=language,
+            callback_url=callback_url,
+            arrived_at=arrived_at,
+        )
+
+    async def accept_upload(
+        self,
+        upload: Upload,
+        *,
+        recording_id: str,
+        tenant: str,
+        priority: Priority,
+        model: str | None,
+        language: str | None,
+        callback_url: str | None = None,
+        options: dict[str, Any] | None = None,
+        arrived_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Stream, probe, store, write the status and publish; roll everything back on failure.
+
+        ``options`` are further optional ``AudioReceived`` fields (word_timestamps, prompt,
+        temperature: the OpenAI route's); ``callback_url`` goes into the status for the notifier.
+        """
+        arrived_at = arrived_at or utcnow()
+        with _library_errors_as_unavailable():
             probed: list[AudioInfo] = []
             spool = Spool()
             with tracer("kubescribe.ingest").start_as_current_span(
@@ -148,6 +181,7 @@ class IngestService:
                         duration_s=info.duration_s,
                         model=model,
                         language=language,
+                        **(options or {}),
                     )
                 except ValidationError as exc:
                     await delete_object(self.js, ref)
@@ -162,6 +196,7 @@ class IngestService:
                         duration_s=info.duration_s,
                         traceparent=traceparent,
                         metrics={"audio_s": info.duration_s} if info.duration_s else {},
+                        webhook=WebhookDelivery(url=callback_url) if callback_url else None,
                     ).advance(RecordingStage.received, at=arrived_at)
                     # A fresh id: create, never overwrite (the CAS read of StatusStore.update would only
                     # cost a round trip here).

@@ -2,7 +2,7 @@
 
 Examples::
 
-    kubescribe up                              # nats-server, LLM, ingest, dispatcher, summarizer
+    kubescribe up                              # nats-server, LLM, ingest, dispatcher, summarizer, notifier
     KUBESCRIBE_LLM=sim kubescribe demo         # bundled samples end to end with the simulator
     kubescribe serve dispatcher                # one service in the foreground (a container's command)
     kubescribe status 01JDZ8W3V0R4N8M0Q2K5T7Y9AB
@@ -66,7 +66,7 @@ def up(
     ingest_port: int | None = typer.Option(None, envvar="KUBESCRIBE_INGEST_PORT", help="Default 8080; 0 picks one."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the URLs; service logs go to <data-dir>/logs."),
 ) -> None:
-    """Run the embedded stack (nats-server, LLM, ingest, dispatcher, summarizer) until Ctrl-C or SIGTERM."""
+    """Run the embedded stack (nats-server, LLM, ingest, dispatcher, summarizer, notifier) until Ctrl-C or SIGTERM."""
     from services.runtime.stack import EmbeddedStack, console_sink, quiet_sink
 
     stop = threading.Event()

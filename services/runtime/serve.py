@@ -29,6 +29,7 @@ class Service(StrEnum):
     ingest = "ingest"
     dispatcher = "dispatcher"
     summarizer = "summarizer"
+    notifier = "notifier"
 
 
 async def _serve(service: Service) -> None:
@@ -65,7 +66,7 @@ async def _serve(service: Service) -> None:
         shutdown_telemetry()
 
 
-def serve(service: Service = typer.Argument(..., help="ingest | dispatcher | summarizer")) -> None:
+def serve(service: Service = typer.Argument(..., help="ingest | dispatcher | summarizer | notifier")) -> None:
     """Run one service in the foreground until SIGTERM or Ctrl-C (the container's command)."""
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(service))

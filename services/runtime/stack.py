@@ -43,10 +43,10 @@ from services.runtime.supervisor import (
 logger = logging.getLogger(__name__)
 
 LlmKind = Literal["local", "sim", "external", "auto"]
-SERVICES = ("ingest", "dispatcher", "summarizer")
+SERVICES = ("ingest", "dispatcher", "summarizer", "notifier")
 """Started in this order, stopped in reverse: the front door closes first on shutdown."""
 
-_COLORS = {"nats": "36", "llm": "35", "ingest": "32", "dispatcher": "33", "summarizer": "34"}
+_COLORS = {"nats": "36", "llm": "35", "ingest": "32", "dispatcher": "33", "summarizer": "34", "notifier": "31"}
 
 
 def console_sink(stream=None, *, color: bool | None = None) -> LogSink:

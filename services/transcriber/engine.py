@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common.documents import Segment
+from services.common.documents import Segment, Word
 from services.common.errors import ConfigurationError, UnsupportedAudioError
 from services.common.settings import TranscriberSettings
 
@@ -103,8 +103,21 @@ class Engine:
         self.load_times[display] = (start, time.time_ns())
         return display
 
-    def transcribe(self, path: Path, *, model: str | None = None, language: str | None = None) -> Result:
-        """Decode and transcribe one file; undecodable input raises :class:`UnsupportedAudioError`."""
+    def transcribe(
+        self,
+        path: Path,
+        *,
+        model: str | None = None,
+        language: str | None = None,
+        word_timestamps: bool = False,
+        prompt: str | None = None,
+        temperature: float | None = None,
+    ) -> Result:
+        """Decode and transcribe one file; undecodable input raises :class:`UnsupportedAudioError`.
+
+        ``word_timestamps``, ``prompt`` (Whisper's ``initial_prompt``) and ``temperature`` are the
+        per-recording options of the OpenAI API; unset, decoding is exactly the default one.
+        """
         from faster_whisper import decode_audio
 
         display = self.load(model)
@@ -121,11 +134,25 @@ class Engine:
             "language": language or self.settings.language,
             "beam_size": self.settings.beam_size,
         }
+        if word_timestamps:
+            options["word_timestamps"] = True
+        if prompt:
+            options["initial_prompt"] = prompt
+        if temperature is not None:
+            options["temperature"] = temperature
         if pipeline is not None:
             segments_iter, info = pipeline.transcribe(audio, batch_size=self.settings.batch_size, **options)
         else:
             segments_iter, info = whisper.transcribe(audio, vad_filter=False, **options)
-        segments = [Segment(start=max(0.0, s.start), end=max(0.0, s.end), text=s.text.strip()) for s in segments_iter]
+        segments = [
+            Segment(
+                start=max(0.0, s.start),
+                end=max(0.0, s.end),
+                text=s.text.strip(),
+                words=_words(s.words) if word_timestamps else None,
+            )
+            for s in segments_iter
+        ]
         text = " ".join(s.text for s in segments if s.text).strip()
         return Result(
             text=text,
@@ -134,3 +161,10 @@ class Engine:
             audio_s=audio_s,
             processing_s=time.perf_counter() - start,
         )
+
+
+def _words(words: list[Any] | None) -> list[Word]:
+    return [
+        Word(word=w.word.strip(), start=max(0.0, w.start), end=max(0.0, w.end), probability=w.probability)
+        for w in words or ()
+    ]

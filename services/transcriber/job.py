@@ -150,7 +150,15 @@ async def _transcribe_one(
         path = Path(tmp) / "audio"
         await get_to_file(js, recording.audio, path)
         wall = time.perf_counter()
-        result = await asyncio.to_thread(engine.transcribe, path, model=job.model, language=recording.language)
+        result = await asyncio.to_thread(
+            engine.transcribe,
+            path,
+            model=job.model,
+            language=recording.language,
+            word_timestamps=bool(recording.word_timestamps),
+            prompt=recording.prompt,
+            temperature=recording.temperature,
+        )
         span.set_attribute("kubescribe.audio_s", result.audio_s)
         transcript = Transcript(
             recording_id=recording.recording_id,

@@ -3,6 +3,7 @@ is tested in pairs: "should set X" and "should not render X if not set"."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -317,7 +318,7 @@ class TestLlm:
 
 
 class TestServices:
-    @pytest.mark.parametrize("component", ["ingest", "dispatcher", "summarizer"])
+    @pytest.mark.parametrize("component", ["ingest", "dispatcher", "summarizer", "notifier"])
     def test_deployments_are_hardened_and_probed(self, component):
         dep = deployment(render(), component)
         pod = dep["spec"]["template"]["spec"]
@@ -329,6 +330,31 @@ class TestServices:
         assert container["livenessProbe"] and container["readinessProbe"]
         assert container["resources"]["requests"]
         assert "checksum/config" in dep["spec"]["template"]["metadata"]["annotations"]
+
+    def test_should_set_the_notifier_webhook_settings(self):
+        dep = deployment(
+            render(
+                {
+                    "notifier": {
+                        "existingSecret": "webhook-keys",
+                        "tenantUrls": {"acme": "https://hooks.acme.example/k"},
+                        "allowedNetworks": ["10.20.0.0/16"],
+                    }
+                }
+            ),
+            "notifier",
+        )
+        env = container_env(dep)
+        assert json.loads(env["KUBESCRIBE_NOTIFIER_TENANT_URLS"]) == {"acme": "https://hooks.acme.example/k"}
+        assert json.loads(env["KUBESCRIBE_NOTIFIER_ALLOWED_NETWORKS"]) == ["10.20.0.0/16"]
+        [container] = dep["spec"]["template"]["spec"]["containers"]
+        assert {"secretRef": {"name": "webhook-keys"}} in container["envFrom"]
+
+    def test_should_not_render_the_notifier_if_not_enabled(self):
+        objects = render({"notifier": {"enabled": False}})
+        assert not [d for d in find(objects, "Deployment") if d["metadata"]["name"].endswith("-notifier")]
+        with pytest.raises(helm.HelmError, match="tenantUrls"):
+            render({"notifier": {"tenantUrls": {"acme": "ftp://x"}}})
 
     def test_checksum_changes_with_the_config(self):
         def checksum(values):
