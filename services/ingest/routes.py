@@ -25,6 +25,7 @@ from services.common.status import RecordingStage, RecordingStatus
 from services.common.storage import get_bytes
 from services.common.topology import AUDIO_BUCKET, AUDIO_STREAM
 from services.ingest.auth import BearerAuth
+from services.ingest.availability import nats_problem
 from services.ingest.errors import ApiError
 from services.ingest.formats import MEDIA_TYPES, RENDERERS
 from services.ingest.idempotency import claim_key
@@ -165,8 +166,8 @@ async def healthz() -> dict[str, str]:
 @probes.get("/readyz", summary="Readiness: NATS connected and the topology present")
 async def readyz(service: ServiceDep) -> JSONResponse:
     problems = []
-    if service.nc is None or not service.nc.is_connected:
-        problems.append("NATS is not connected")
+    if problem := nats_problem(service.nc):
+        problems.append(problem)
     else:
         try:
             await service.js.stream_info(AUDIO_STREAM)

