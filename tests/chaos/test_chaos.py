@@ -50,12 +50,15 @@ from services.runtime.processes import ProcessFailedError, descendants, wait_unt
 from services.runtime.stack import EmbeddedStack, quiet_sink
 from tests.speech import synthesize
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(720)]
 
 SEED = 14
 RECORDINGS = 100
 TARGETS = ("ingest", "dispatcher", "summarizer", "transcriber", "llm", "nats")
 KILLS_EACH = 2
+SETTLE_TIMEOUT_S = 480
+"""After the last kill: ~1 min on an idle 2-core machine; generous because a shared CI box can
+be ten times slower (every recording costs one 30 s whisper window, however short it is)."""
 UPLOAD_SPACING_S = 0.45
 """100 uploads over ~45 s, so every kill lands while recordings arrive and are worked on."""
 
@@ -168,6 +171,16 @@ async def _ready_again(stack: EmbeddedStack, target: str, pid: int) -> None:
     await wait_until_async(lambda: asyncio.to_thread(ready), f"{target} to be back", 90, interval=0.1)
 
 
+def _log_tails(stack: EmbeddedStack) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(stack.log_dir.glob("*.log")))
+
+
+def _assert_no_traceback(stack: EmbeddedStack) -> None:
+    """Riding through a crash of a neighbour is normal operation: one line, never a traceback."""
+    noisy = {p.name: p.read_text() for p in stack.log_dir.glob("*.log") if "Traceback" in p.read_text()}
+    assert not noisy, "\n".join(f"--- {n}\n{t[t.index('Traceback') - 500 :][:3000]}" for n, t in noisy.items())
+
+
 async def _events_per_recording(js, stream: str, subject: str) -> dict[str, int]:
     info = await js.stream_info(stream)
     counts: dict[str, int] = {}
@@ -254,7 +267,7 @@ async def test_every_process_sigkilled_twice_every_recording_summarized_exactly_
                 rows.append([target, pid, killed_at, time.monotonic() - killed_at])
             await uploads
             ids = list(replay.ids.values())
-            stages = await _wait_all_summarized(nc, ids, timeout=240)
+            stages = await _wait_all_summarized(nc, ids, timeout=SETTLE_TIMEOUT_S)
             for row in rows:
                 done = completions.first_after(row[2])
                 row.append(done - row[2] if done else None)
@@ -267,8 +280,9 @@ async def test_every_process_sigkilled_twice_every_recording_summarized_exactly_
             assert not replay.errors, replay.errors
             assert len(ids) == RECORDINGS and len(set(ids)) == RECORDINGS
             unfinished = {rid: s for rid, s in stages.items() if s != RecordingStage.summarized.value}
-            assert not unfinished, f"{len(unfinished)} recordings did not end summarized: {unfinished}"
+            assert not unfinished, f"{len(unfinished)} not summarized: {unfinished}\n{_log_tails(stack)}"
             await _assert_exactly_once(nc, ids)
+            _assert_no_traceback(stack)
             restarts = stack.restarts()
             assert all(restarts[name] >= KILLS_EACH for name in TARGETS if name != "transcriber"), restarts
         finally:
@@ -296,10 +310,10 @@ async def test_sigterm_each_service_mid_run_restarts_it_without_a_redelivery_sto
                 await _ready_again(stack, target, pid)
             await uploads
             ids = list(replay.ids.values())
-            stages = await _wait_all_summarized(nc, ids, timeout=150)
+            stages = await _wait_all_summarized(nc, ids, timeout=SETTLE_TIMEOUT_S)
             assert not replay.errors, replay.errors
             unfinished = {rid: s for rid, s in stages.items() if s != RecordingStage.summarized.value}
-            assert not unfinished, unfinished
+            assert not unfinished, f"{len(unfinished)} not summarized: {unfinished}\n{_log_tails(stack)}"
             await _assert_exactly_once(nc, ids)
             js = nc.jetstream()
             redelivered = {
