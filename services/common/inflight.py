@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 
 from services.common.errors import ConfigurationError, PermanentError, TemporaryError
 
@@ -154,6 +155,11 @@ async def settle(
     if isinstance(error, TemporaryError):
         delay, what = error.delay, str(error)
         logger.warning("%s (delivery %d of %d); retrying in %.1f s", error, delivered, max_deliver, delay)
+    elif isinstance(error, NatsError):  # NATS away or restarting: an outage to ride out, not a bug
+        delay, what = _backoff(delivered, backoff_s), f"NATS unavailable ({type(error).__name__}: {error})"
+        logger.warning(
+            "handling %s: %s (delivery %d of %d); retrying in %.1f s", msg.subject, what, delivered, max_deliver, delay
+        )
     else:
         delay, what = _backoff(delivered, backoff_s), f"{type(error).__name__}: {error}"
         logger.error("handling %s crashed (delivery %d of %d)", msg.subject, delivered, max_deliver, exc_info=error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -30,11 +31,19 @@ def initial_connect_attempts(settings: NatsSettings) -> int:
     return max(1, round(settings.connect_timeout / settings.connect_options()["reconnect_time_wait"]))
 
 
+def redacted(url: str) -> str:
+    """``url`` without a ``user:password@`` part: the only form of a NATS URL that is logged."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
+
+
 def unreachable(settings: NatsSettings, exc: BaseException) -> ConfigurationError:
-    """The one error every process reports when NATS is not there."""
+    """The one error every process reports when NATS is not there (or refuses our credentials)."""
     detail = str(exc) or type(exc).__name__
     return ConfigurationError(
-        f"cannot reach NATS at {settings.url}: {detail}; start one with `kubescribe up` or set KUBESCRIBE_NATS_URL"
+        f"cannot reach NATS at {redacted(settings.url)}: {detail}; start one with `kubescribe up` or set "
+        "KUBESCRIBE_NATS_URL (the embedded server also needs KUBESCRIBE_NATS_USER and KUBESCRIBE_NATS_PASSWORD "
+        "from <data dir>/secrets/nats.json)"
     )
 
 

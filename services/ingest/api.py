@@ -15,6 +15,7 @@ from nats.aio.client import Client as NatsClient
 
 from services.common.settings import Settings
 from services.ingest.auth import BearerAuth
+from services.ingest.availability import NatsGate, add_nats_error_handler
 from services.ingest.errors import add_error_handlers
 from services.ingest.middleware import MetricsMiddleware
 from services.ingest.openai_api import router as openai_router
@@ -42,8 +43,10 @@ def create_app(settings: Settings | None = None, *, nc: NatsClient | None = None
     )
     app.state.service = service
     app.state.auth = BearerAuth(settings.api.api_token)
+    app.add_middleware(NatsGate)  # inside the metrics middleware: its 503s are counted
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     add_error_handlers(app)
+    add_nats_error_handler(app)
     app.include_router(router)
     app.include_router(openai_router)
     app.include_router(probes)

@@ -38,9 +38,10 @@ Progress = Callable[[int], None]
 class SubmitError(KubescribeError):
     """The ingest API refused an upload; the message carries its status and reason."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after if retry_after and retry_after.isdigit() else None
 
 
 CONTENT_TYPES = {
@@ -203,7 +204,9 @@ async def upload_file(
     response = await client.post("/v1/recordings", content=body, headers=headers)
     if response.status_code != 202:
         raise SubmitError(
-            f"{path.name}: HTTP {response.status_code}: {response_reason(response)}", status=response.status_code
+            f"{path.name}: HTTP {response.status_code}: {response_reason(response)}",
+            status=response.status_code,
+            retry_after=response.headers.get("retry-after"),
         )
     try:
         return dict(response.json())
@@ -218,3 +221,37 @@ def response_reason(response: httpx.Response) -> str:
         return str(body.get("detail") or body)[:300]
     except (ValueError, AttributeError):
         return response.text[:300]
+
+
+RETRYABLE_STATUSES = frozenset({503})
+"""The server kept nothing and said so (NATS away): the same request, with the same key, later."""
+
+
+async def upload_with_retry(
+    client: httpx.AsyncClient,
+    path: Path,
+    *,
+    idempotency_key: str,
+    deadline_s: float = 120.0,
+    backoff_s: float = 0.5,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`upload_file` as a client should retry it: on a lost connection, a 503 (after its
+    ``Retry-After``) or a 409 ``in_progress`` (a claim left by an ingest that died mid-upload,
+    taken over once stale), always with the same ``Idempotency-Key``, so a retry of an upload
+    that did get through returns the same recording instead of a second one."""
+    give_up = asyncio.get_running_loop().time() + deadline_s
+    delay = backoff_s
+    while True:
+        try:
+            return await upload_file(client, path, idempotency_key=idempotency_key, **options)
+        except httpx.TransportError:
+            wait = delay
+        except SubmitError as exc:
+            if exc.status not in RETRYABLE_STATUSES and exc.status != 409:
+                raise
+            wait = max(delay, float(exc.retry_after or 0))
+        if asyncio.get_running_loop().time() + wait > give_up:
+            raise SubmitError(f"{path.name}: gave up retrying after {deadline_s:g}s")
+        await asyncio.sleep(wait)
+        delay = min(delay * 2, 5.0)

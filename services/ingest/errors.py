@@ -25,6 +25,10 @@ from fastapi.responses import JSONResponse
 from services.common.errors import PermanentError, TemporaryError, UnsupportedAudioError
 from services.common.storage import ObjectTooLargeError
 
+RETRY_AFTER_S = 2
+"""What a 503 tells the client to wait: a supervised nats-server is back within about a second
+(0.5 s restart backoff, tens of ms to start, 0.5 s reconnect wait), so 2 s lands after it."""
+
 
 class ApiError(PermanentError):
     """A request the API rejects: answered with ``status`` and ``{"error": code, "detail": ...}``.
@@ -53,6 +57,8 @@ def error_response(request: Request, status: int, code: str, detail: str, **extr
     if request.method == "POST" and status >= 400:
         request.app.state.service.metrics.rejections.labels(code).inc()
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:  # nothing was kept: the client retries after this many seconds
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status, headers=headers)
 
 

@@ -9,10 +9,12 @@ The KV revision makes every step compare-and-set, so two replicas never both win
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator, Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -20,8 +22,12 @@ from nats.js.kv import KeyValue
 from services.common.status import StatusStore
 from services.ingest.errors import ApiError, UnavailableError
 
-IDEMPOTENCY_STALE_S = 900.0
-"""A claim whose upload never finished (the process died) may be taken over after this long."""
+IDEMPOTENCY_STALE_S = 30.0
+"""A claim not renewed for this long was left by a process that died mid-upload: a retry takes it
+over. Short, because the client retrying after an ingest crash waits this long at most."""
+CLAIM_RENEW_S = 10.0
+"""A live upload renews its claim this often (:meth:`IdempotencyClaims.renewed`), so an upload
+that streams for minutes is never taken over."""
 CLAIM_ATTEMPTS = 5
 """Races (a claim released or taken over between our reads) are retried this often, then 503."""
 
@@ -66,6 +72,27 @@ class IdempotencyClaims:
             except KeyWrongLastSequenceError:
                 continue
         raise UnavailableError("could not claim the Idempotency-Key; retry")
+
+    @contextlib.asynccontextmanager
+    async def renewed(self, key: str, recording_id: str, revision: int) -> AsyncIterator[Callable[[], int]]:
+        """Keep our claim fresh while the upload runs; yields the claim's current revision."""
+        current = revision
+
+        async def renew() -> None:
+            nonlocal current
+            while True:
+                await asyncio.sleep(CLAIM_RENEW_S)
+                value = json.dumps({"id": recording_id, "at": time.time()}).encode()
+                with contextlib.suppress(Exception):  # NATS away: the next round tries again
+                    current = await self.kv.update(key, value, last=current)
+
+        task = asyncio.create_task(renew(), name=f"renew-claim-{recording_id}")
+        try:
+            yield lambda: current
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def release(self, key: str, revision: int) -> None:
         """Drop our claim (only if still ours), so a retry of a failed upload starts fresh."""

@@ -10,6 +10,7 @@ build many) supplies its own state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from services.common.status import RecordingStage, RecordingStatus
 from services.common.storage import get_bytes
 from services.common.topology import AUDIO_BUCKET, AUDIO_STREAM
 from services.ingest.auth import BearerAuth
+from services.ingest.availability import nats_problem
 from services.ingest.errors import ApiError
 from services.ingest.formats import MEDIA_TYPES, RENDERERS
 from services.ingest.idempotency import claim_key
@@ -117,20 +119,22 @@ async def upload(
         owner, revision = await service.claims.claim(claim, recording_id)
         if revision is None:
             return _accepted(request, settings, {"id": owner}, replayed=True)
-    try:
-        body = await service.accept(
-            request,
-            recording_id=recording_id,
-            tenant=tenant,
-            priority=priority,
-            model=headers.get("x-model"),
-            language=headers.get("x-language"),
-            callback_url=callback_url,
-        )
-    except BaseException:  # also on cancellation: a failed upload must not be replayed
-        if claim and revision is not None:
-            await asyncio.shield(service.claims.release(claim, revision))
-        raise
+    held = service.claims.renewed(claim, recording_id, revision) if claim and revision is not None else None
+    async with held or contextlib.nullcontext() as current:  # renewed: a live upload is never taken over
+        try:
+            body = await service.accept(
+                request,
+                recording_id=recording_id,
+                tenant=tenant,
+                priority=priority,
+                model=headers.get("x-model"),
+                language=headers.get("x-language"),
+                callback_url=callback_url,
+            )
+        except BaseException:  # also on cancellation: a failed upload must not be replayed
+            if claim and current is not None:
+                await asyncio.shield(service.claims.release(claim, current()))
+            raise
     return _accepted(request, settings, body, replayed=False)
 
 
@@ -187,8 +191,8 @@ async def healthz() -> dict[str, str]:
 @probes.get("/readyz", summary="Readiness: NATS connected and the topology present")
 async def readyz(service: ServiceDep) -> JSONResponse:
     problems = []
-    if service.nc is None or not service.nc.is_connected:
-        problems.append("NATS is not connected")
+    if problem := nats_problem(service.nc):
+        problems.append(problem)
     else:
         try:
             await service.js.stream_info(AUDIO_STREAM)

@@ -20,6 +20,7 @@ from typing import Any
 
 from fastapi import Request
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -203,7 +204,12 @@ class IngestService:
                     await self.status.kv.create(recording_id, status.model_dump_json().encode())
                     await publish_event(self.js, event)
                 except Exception as exc:
-                    logger.exception("could not publish recording %s; rolling back", recording_id)
+                    logger.warning(
+                        "could not publish recording %s (%s); rolling back",
+                        recording_id,
+                        exc,
+                        exc_info=not isinstance(exc, NatsError),
+                    )
                     with contextlib.suppress(Exception):
                         await delete_object(self.js, ref)
                     with contextlib.suppress(Exception):
@@ -232,7 +238,7 @@ def _library_errors_as_unavailable() -> Iterator[None]:
     except KubescribeError:
         raise
     except Exception as exc:
-        logger.exception("upload failed")
+        logger.warning("upload failed: %s: %s", type(exc).__name__, exc, exc_info=not isinstance(exc, NatsError))
         raise UnavailableError(f"could not store the upload ({type(exc).__name__}); retry") from exc
 
 

@@ -85,8 +85,10 @@ def up(
         stack.start()
         console.print(Panel(stack.describe(), title="kubescribe is up", expand=False), highlight=False)
         console.print("ready: Ctrl-C to stop", highlight=False)
-        while not stop.wait(0.5):
-            stack.restart_crashed()
+        while not stop.wait(0.5):  # a signal, or the stack's restart policy giving up on a crash loop
+            pass
+        if stack.failure is not None:
+            raise stack.failure
     finally:
         console.print("stopping...", highlight=False)
         stack.stop()

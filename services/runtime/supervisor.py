@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -92,6 +93,36 @@ class ProcessSpec:
     ready_timeout: float = 60.0
     stop_timeout: float = 10.0
     """Grace period between SIGTERM and SIGKILL; a service drains in-flight work in it."""
+    prepare: Callable[[], None] | None = None
+    """Run before every start, restarts included (removes a ready file a killed process left behind)."""
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """A pod's ``restartPolicy: Always`` with CrashLoopBackOff, scaled to a laptop.
+
+    The kubelet waits 10 s before the first restart, doubles up to 5 min and forgets a crash
+    loop after 10 min of running; it never gives up. Here a person waits at the terminal and
+    every process starts in a second or two, so: the first restart after 0.5 s (a killed
+    service is back before a client's retry gives up), doubling to a cap of 10 s (a broken
+    config does not spin the CPU), and after 5 crashes in a row (0.5 + 1 + 2 + 4 + 8 ≈ 15 s of
+    trying) the stack gives up with an error that names the log, because a loop that long is a
+    bug to read, not an outage to ride out. A process that ran for 30 s counts as healthy
+    again: its next crash starts from 0.5 s.
+    """
+
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
+    max_restarts: int = 5
+    stable_after_s: float = 30.0
+
+    def backoff(self, crashes: int) -> float:
+        """The wait before restarting after the ``crashes``-th crash in a row (1, 2, ...)."""
+        return min(self.initial_backoff_s * 2 ** max(0, crashes - 1), self.max_backoff_s)
+
+
+class CrashLoopError(ProcessFailedError):
+    """A process crashed ``max_restarts`` times in a row; its log says why."""
 
 
 class ManagedProcess:
@@ -106,6 +137,14 @@ class ManagedProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._pump: threading.Thread | None = None
         self._tail: list[str] = []
+        self.started_at: float | None = None
+        """``time.monotonic()`` of the last start."""
+        self.exited_at: float | None = None
+        """When the supervisor noticed the last unexpected exit (None while it runs)."""
+        self.crashes = 0
+        """Crashes in a row (reset once it runs ``stable_after_s``)."""
+        self.restarts = 0
+        """Restarts in this process's life, for ``kubescribe up``'s messages and the chaos test."""
 
     @property
     def name(self) -> str:
@@ -124,6 +163,12 @@ class ManagedProcess:
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
+        if self._process is not None:  # a restart: whatever is left of the old group goes first
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+        if self.spec.prepare is not None:
+            self.spec.prepare()
+        self.started_at, self.exited_at = time.monotonic(), None
         env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
         preexec = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         self._process = subprocess.Popen(
@@ -216,11 +261,12 @@ class ManagedProcess:
 
 
 class Supervisor:
-    """Starts processes in order, and stops them in reverse order."""
+    """Starts processes in order, restarts the ones that die (:meth:`watch`), stops them in reverse."""
 
-    def __init__(self, *, sink: LogSink, log_dir: Path | None = None) -> None:
+    def __init__(self, *, sink: LogSink, log_dir: Path | None = None, policy: RestartPolicy | None = None) -> None:
         self.sink = sink
         self.log_dir = log_dir
+        self.policy = policy or RestartPolicy()
         self.processes: list[ManagedProcess] = []
 
     def start(
@@ -236,6 +282,35 @@ class Supervisor:
     def exited(self) -> list[ManagedProcess]:
         """Processes that died on their own (a crashed service)."""
         return [p for p in self.processes if not p.running]
+
+    def watch(self) -> list[str]:
+        """One round of the restart policy: note new exits, restart those whose backoff is over.
+
+        Non-blocking, so one thread can watch every process and a slow start-up of one does not
+        delay the restart of another; readiness is each process's own health check. Returns the
+        names restarted in this round; raises :class:`CrashLoopError` for a process that keeps
+        crashing.
+        """
+        now = time.monotonic()
+        restarted = []
+        for process in self.exited():
+            if process.exited_at is None:  # first time we see this exit
+                process.exited_at = now
+                ran = now - (process.started_at or now)
+                process.crashes = 1 if ran >= self.policy.stable_after_s else process.crashes + 1
+                if process.crashes > self.policy.max_restarts:
+                    raise CrashLoopError(
+                        f"{process.name} keeps crashing (exit {process.returncode}, "
+                        f"{process.crashes - 1} restarts in a row); see {process.log_path or 'its output'}"
+                        f"\n{process.output_tail()}"
+                    )
+                delay = self.policy.backoff(process.crashes)
+                self.sink(process.name, f"exited with status {process.returncode}; restarting in {delay:g}s")
+            if now - process.exited_at >= self.policy.backoff(process.crashes):
+                process.restarts += 1
+                process.start()
+                restarted.append(process.name)
+        return restarted
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -10,7 +12,15 @@ import pytest
 
 from services.common.metrics_server import start_metrics_server
 from services.runtime.processes import ProcessFailedError, descendants, pid_alive, wait_until, wait_until_async
-from services.runtime.supervisor import ManagedProcess, ProcessSpec, Supervisor, file_exists, http_ok
+from services.runtime.supervisor import (
+    CrashLoopError,
+    ManagedProcess,
+    ProcessSpec,
+    RestartPolicy,
+    Supervisor,
+    file_exists,
+    http_ok,
+)
 
 # A parent that prints, starts a child in its own group and a grandchild in a new session
 # (escaping the process group, like a transcriber started with start_new_session), then waits.
@@ -112,3 +122,50 @@ def test_http_health_check_against_the_metrics_exporter() -> None:
 def test_metrics_exporter_is_off_without_a_port(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KUBESCRIBE_METRICS_PORT", raising=False)
     assert start_metrics_server() is None
+
+
+def _watch_until(supervisor: Supervisor, check, what: str, timeout: float = 20) -> None:
+    def round_then_check() -> bool:
+        supervisor.watch()
+        return check()
+
+    wait_until(round_then_check, what, timeout, interval=0.02)
+
+
+def test_a_killed_process_is_restarted_after_its_backoff_with_the_same_spec(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    policy = RestartPolicy(initial_backoff_s=0.3, max_backoff_s=1.0)
+    supervisor = Supervisor(sink=lambda name, line: None, policy=policy)
+    spec = ProcessSpec(
+        "sleeper",
+        [sys.executable, "-c", "import sys, time; open(sys.argv[1], 'w').write('ready'); time.sleep(300)", str(ready)],
+        ready=file_exists(ready),
+        prepare=lambda: ready.unlink(missing_ok=True),
+    )
+    try:
+        process = supervisor.start(spec)
+        first = process.pid
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: not process.running, "the kill to land", 10)
+        assert supervisor.watch() == []  # noticed, but the backoff has not passed
+        assert not ready.exists() or process.exited_at is not None
+        _watch_until(supervisor, lambda: process.running and ready.exists(), "the restart")
+        assert process.pid != first and process.restarts == 1 and process.crashes == 1
+        assert policy.backoff(1) == 0.3 and policy.backoff(3) == 1.0  # doubles, then capped
+    finally:
+        supervisor.stop_all()
+
+
+def test_a_crash_loop_gives_up_after_max_restarts_naming_the_log(tmp_path: Path) -> None:
+    policy = RestartPolicy(initial_backoff_s=0.05, max_backoff_s=0.1, max_restarts=3)
+    supervisor = Supervisor(sink=lambda name, line: None, log_dir=tmp_path, policy=policy)
+    spec = ProcessSpec("crasher", [sys.executable, "-c", "print('bad config'); raise SystemExit(3)"])
+    try:
+        process = supervisor.start(spec)
+        with pytest.raises(
+            CrashLoopError, match=r"crasher keeps crashing \(exit 3, 3 restarts in a row\).*crasher.log"
+        ):
+            _watch_until(supervisor, lambda: False, "a crash loop")
+        assert process.restarts == 3
+    finally:
+        supervisor.stop_all()
