@@ -2,14 +2,13 @@
 
 Built-in kinds are validated by kubernetes-validate in strict mode (a missing schema is a
 failure, not its usual WARN); Kueue, KEDA, GAIE and Gateway API objects against the CRD schemas
-copied in ``../shared/upstream/crds`` (beside the clone, as in CI), made strict the way the API
-server prunes: an unknown field is an error.
+copied verbatim into ``tests/data/upstream/crds`` (provenance in its README), made strict the way
+the API server prunes: an unknown field is an error.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubescribe"
-SHARED = Path(os.environ.get("KUBESCRIBE_SHARED_DIR", REPO / ".." / "shared")).resolve()
-UPSTREAM = SHARED / "upstream"
+UPSTREAM = REPO / "tests" / "data" / "upstream"
 KUBERNETES_VERSION = "1.33"
 RELEASE, NAMESPACE = "ks", "transcribe"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -86,9 +84,9 @@ def _strict(schema: Any) -> Any:
 
 @cache
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) → strict openAPIV3Schema, from every CRD under shared/upstream/crds."""
+    """(apiVersion, kind) → strict openAPIV3Schema, from every CRD under tests/data/upstream/crds."""
     if not (UPSTREAM / "crds").is_dir():
-        pytest.fail(f"CRD schemas not found in {UPSTREAM / 'crds'} (shared/ must sit beside the clone)")
+        pytest.fail(f"CRD schemas not found in {UPSTREAM / 'crds'} (tests/data/upstream is part of the repository)")
     schemas = {}
     for path in sorted((UPSTREAM / "crds").rglob("*.yaml")):
         for crd in yaml.safe_load_all(path.read_text()):
