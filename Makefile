@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-quick lint schemas bench up clean
+.PHONY: demo test test-quick lint schemas bench up clean image image-gpu base-image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,50 @@ bench: $(VENV)/.installed-dev
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/ingest.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/transcribe.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/summarize.py
+
+##############################################################################
+# Images (buildah, no Docker daemon). The base is built from Debian packages with mmdebstrap so
+# the build fetches nothing but Debian and PyPI packages; BASE_IMAGE=python:3.11-slim-bookworm
+# builds on the official image instead.
+##############################################################################
+BUILDAH ?= buildah
+IMAGE ?= localhost/kubescribe:dev
+IMAGE_GPU ?= localhost/kubescribe:dev-gpu
+MMDEBSTRAP_BASE := localhost/kubescribe-base:bookworm
+BASE_IMAGE ?= $(MMDEBSTRAP_BASE)
+BASE_PACKAGES := python3,python3-venv,libgomp1,tini,ca-certificates
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+DEBIAN_SECURITY ?= http://deb.debian.org/debian-security
+# Host configuration that lets pip and apt reach their registries inside the build, where present.
+BUILD_MOUNTS := -v /etc/ssl/certs:/etc/ssl/certs:ro \
+	$(foreach p,$(wildcard /etc/pip.conf /etc/xdg/pip /opt/wheels /opt/pypi /opt/pypi-more),-v $(p):$(p):ro) \
+	$(if $(wildcard $(HOME)/.config/pip),-v $(HOME)/.config/pip:/root/.config/pip:ro)
+BUD := $(BUILDAH) bud --isolation chroot --layers $(BUILD_MOUNTS) --build-arg BASE_IMAGE=$(BASE_IMAGE)
+
+build/base.tar:
+	@mkdir -p build
+	mmdebstrap --variant=minbase --include=$(BASE_PACKAGES) --aptopt='Acquire::Check-Valid-Until "false"' \
+	  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+	  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+	  bookworm $@.partial "deb $(DEBIAN_MIRROR) bookworm main" "deb $(DEBIAN_MIRROR) bookworm-updates main" \
+	  "deb $(DEBIAN_SECURITY) bookworm-security main"
+	mv $@.partial $@
+
+## base-image: import the mmdebstrap rootfs into buildah's store (skipped when BASE_IMAGE is another image)
+base-image:
+ifeq ($(BASE_IMAGE),$(MMDEBSTRAP_BASE))
+	@$(BUILDAH) inspect --type image $(BASE_IMAGE) >/dev/null 2>&1 || { \
+	  $(MAKE) build/base.tar && ctr=$$($(BUILDAH) from scratch) && $(BUILDAH) add $$ctr build/base.tar / \
+	  && $(BUILDAH) config --cmd '["python3"]' $$ctr && $(BUILDAH) commit --rm $$ctr $(BASE_IMAGE); }
+endif
+
+## image: build the CPU image ($(IMAGE)) with buildah
+image: base-image
+	$(BUD) --target cpu -t $(IMAGE) .
+
+## image-gpu: build the GPU image ($(IMAGE_GPU)): + CUDA 12 cuBLAS and cuDNN 9, checked loadable
+image-gpu: base-image
+	$(BUD) --target gpu -t $(IMAGE_GPU) .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
