@@ -25,7 +25,8 @@ RUN mkdir -p services loadgen && touch services/__init__.py loadgen/__init__.py 
     && pip install --quiet . && pip uninstall --quiet -y kubescribe
 COPY services ./services
 COPY loadgen ./loadgen
-RUN pip install --quiet --no-deps . \
+# build/ and *.egg-info hold the placeholder package of the layer above: drop them.
+RUN rm -rf build *.egg-info && pip install --quiet --no-deps . \
     && python -m compileall -q /opt/venv/lib
 
 FROM ${BASE_IMAGE} AS runtime

@@ -36,8 +36,28 @@ def _chart() -> helm.Chart:
     return helm.Chart.load(CHART)
 
 
+ALL_APIS = [
+    "kueue.x-k8s.io/v1beta2/ClusterQueue",
+    "kueue.x-k8s.io/v1beta2/Workload",
+    "keda.sh/v1alpha1/ScaledObject",
+    "inference.networking.k8s.io/v1/InferencePool",
+    "gateway.networking.k8s.io/v1/HTTPRoute",
+    "llm-d.ai/v1alpha2/InferenceObjective",
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PodMonitor",
+]
+"""The CRD-backed APIs a full cluster serves: renders assume them unless a test says otherwise."""
+
+
+def with_capabilities(values: dict[str, Any] | None) -> dict[str, Any]:
+    """``values`` rendered as on a cluster with every CRD installed (``capabilities.apiVersions``)."""
+    values = copy.deepcopy(values or {})
+    values.setdefault("capabilities", {}).setdefault("apiVersions", ALL_APIS)
+    return values
+
+
 def render_files(values: dict[str, Any] | None = None) -> dict[str, str]:
-    return _chart().render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return _chart().render(with_capabilities(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -226,7 +226,8 @@ def build_job(
         "name": COMPONENT,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["python", "-m", "services.transcriber", "--job", job.job_id],
+        # args, not command: the image's entrypoint (tini) stays PID 1 and forwards SIGTERM.
+        "args": ["python", "-m", "services.transcriber", "--job", job.job_id],
         "env": env,
         "envFrom": env_from,
         "resources": _with_storage(resources_for(job.profile, settings), settings),
