@@ -237,7 +237,8 @@ class TestKeda:
 
         triggers = [s["spec"]["triggers"][0]["metadata"] for s in find(render(), "ScaledObject")]
         pairs = {
-            _pending_path(t["valueLocation"]) if "valueLocation" in t else (t["stream"], t["consumer"]) for t in triggers
+            _pending_path(m["valueLocation"]) if "valueLocation" in m else (m["stream"], m["consumer"])
+            for m in triggers
         }
         assert pairs == {
             (topology.AUDIO_STREAM, topology.DISPATCHER_CONSUMER),
