@@ -44,8 +44,8 @@ class ConfiguredNatsServer:
 
     def config_text(self) -> str:
         lines = [
-            "listen: 127.0.0.1:%d" % self.port,
-            "http: 127.0.0.1:%d" % self.monitor_port,
+            f"listen: 127.0.0.1:{self.port}",
+            f"http: 127.0.0.1:{self.monitor_port}",
             "jetstream {",
             f'  store_dir: "{self.store_dir}"',
             f"  max_file_store: {self.max_file_store}",

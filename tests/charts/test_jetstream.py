@@ -47,9 +47,24 @@ def store_limit(values: dict[str, Any]) -> str:
     return str(values.get("maxSize") or defaults["maxSize"])
 
 
+def chart_server(tmp_path, secret: dict[str, str], max_file_store: str, password: str | None = None):
+    """A nats-server with the chart's user and (unless overridden) its generated password."""
+    return ConfiguredNatsServer(
+        tmp_path / "js",
+        max_file_store=max_file_store,
+        user=secret["KUBESCRIBE_NATS_USER"],
+        password=password or secret["KUBESCRIBE_NATS_PASSWORD"],
+    )
+
+
+def client_settings(server: ConfiguredNatsServer, secret: dict[str, str]) -> NatsSettings:
+    """What a service gets from the chart's Secret, pointed at the test server."""
+    user, password = secret["KUBESCRIBE_NATS_USER"], secret["KUBESCRIBE_NATS_PASSWORD"]
+    return NatsSettings(url=server.url, user=user, password=password)
+
+
 async def _topology(server: ConfiguredNatsServer, secret: dict[str, str], streams: StreamSettings) -> list[str]:
-    nats = NatsSettings(url=server.url, user=secret["KUBESCRIBE_NATS_USER"], password=secret["KUBESCRIBE_NATS_PASSWORD"])
-    nc = await connect(nats, name="chart-topology")
+    nc = await connect(client_settings(server, secret), name="chart-topology")
     try:
         return await ensure_topology(nc.jetstream(), streams)
     finally:
@@ -59,12 +74,7 @@ async def _topology(server: ConfiguredNatsServer, secret: dict[str, str], stream
 async def test_default_chart_topology_fits_the_bundled_store(tmp_path):
     config, secret = chart_nats({})
     streams = stream_settings(config)
-    with ConfiguredNatsServer(
-        tmp_path / "js",
-        max_file_store=store_limit({}),
-        user=secret["KUBESCRIBE_NATS_USER"],
-        password=secret["KUBESCRIBE_NATS_PASSWORD"],
-    ) as server:
+    with chart_server(tmp_path, secret, store_limit({})) as server:
         created = await _topology(server, secret, streams)
         assert {"AUDIO", "TRANSCRIPTS", "SUMMARIES", "FAILED", "audio", "transcripts", "summaries"} <= set(created)
         reserved = server.jsz()["reserved_storage"]
@@ -77,41 +87,30 @@ async def test_the_old_default_store_really_fails_and_the_render_says_why(tmp_pa
     with pytest.raises(helm.HelmError, match=r"JetStream: the topology reserves \d+ bytes .*maxSize is \d+ bytes"):
         render(small)
     config, secret = chart_nats({})
-    with ConfiguredNatsServer(
-        tmp_path / "js",
-        max_file_store="20Gi",
-        user=secret["KUBESCRIBE_NATS_USER"],
-        password=secret["KUBESCRIBE_NATS_PASSWORD"],
-    ) as server:
-        with pytest.raises(APIError, match="insufficient storage"):
-            await _topology(server, secret, stream_settings(config))
+    with chart_server(tmp_path, secret, "20Gi") as server, pytest.raises(APIError, match="insufficient storage"):
+        await _topology(server, secret, stream_settings(config))
 
 
 async def test_the_server_refuses_clients_without_the_chart_credentials(tmp_path):
-    config, secret = chart_nats({})
-    with ConfiguredNatsServer(
-        tmp_path / "js", max_file_store="1G", user=secret["KUBESCRIBE_NATS_USER"], password="not-the-password"
-    ) as server:
-        # connect() reports a refused login as "cannot reach NATS" (the nats client gives up the same way).
-        with pytest.raises(Exception, match="(?i)authorization|cannot reach NATS"):
-            await _topology(server, secret, StreamSettings(max_bytes=1 << 20, audio_max_bytes=1 << 20))
+    _, secret = chart_nats({})
+    streams = StreamSettings(max_bytes=1 << 20, audio_max_bytes=1 << 20)
+    # connect() reports a refused login as "cannot reach NATS" (the nats client gives up the same way).
+    with (
+        chart_server(tmp_path, secret, "1G", password="not-the-password") as server,
+        pytest.raises(Exception, match=r"(?i)authorization|cannot reach NATS"),
+    ):
+        await _topology(server, secret, streams)
 
 
 async def test_dispatcher_trigger_counts_pending_not_ack_pending(tmp_path):
     """KEDA's metrics-api path, evaluated on a real /jsz: undelivered messages only."""
     scaled = next(s for s in find(render(), "ScaledObject") if s["metadata"]["name"].endswith("-dispatcher"))
     meta = scaled["spec"]["triggers"][0]["metadata"]
-    config, secret = chart_nats({})
+    _, secret = chart_nats({})
     streams = StreamSettings(max_bytes=1 << 24, audio_max_bytes=1 << 24)
-    with ConfiguredNatsServer(
-        tmp_path / "js",
-        max_file_store="1G",
-        user=secret["KUBESCRIBE_NATS_USER"],
-        password=secret["KUBESCRIBE_NATS_PASSWORD"],
-    ) as server:
+    with chart_server(tmp_path, secret, "1G") as server:
         await _topology(server, secret, streams)
-        nats = NatsSettings(url=server.url, user=secret["KUBESCRIBE_NATS_USER"], password=secret["KUBESCRIBE_NATS_PASSWORD"])
-        nc = await connect(nats, name="keda-path")
+        nc = await connect(client_settings(server, secret), name="keda-path")
         try:
             js = nc.jetstream()
             for i in range(5):
