@@ -6,6 +6,15 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test test-quick lint schemas bench up clean image image-gpu base-image
 
+# checkov has many pinned dependencies: its own venv, outside the project's.
+TOOLS_DIR ?= $(if $(wildcard /work/tools),/work/tools,$(CURDIR)/.tools)
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV := $(TOOLS_DIR)/checkov/bin/checkov
+
+$(CHECKOV):
+	$(PYTHON) -m venv $(TOOLS_DIR)/checkov
+	$(TOOLS_DIR)/checkov/bin/pip install --quiet "checkov==$(CHECKOV_VERSION)"
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -27,13 +36,13 @@ demo: $(VENV)/.installed-llm
 up: $(VENV)/.installed-llm
 	HF_HUB_OFFLINE=1 $(BIN)/kubescribe up
 
-## test: install with the dev extra, lint, check generated files, run every test
-test: $(VENV)/.installed-dev lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+## test: install with the dev extra (and checkov's own venv), lint, run every test (the image tests build the CPU image)
+test: $(VENV)/.installed-dev lint $(CHECKOV)
+	HF_HUB_OFFLINE=1 KUBESCRIBE_CHECKOV=$(CHECKOV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## test-quick: skip the slow end-to-end tests
-test-quick: $(VENV)/.installed-dev lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+## test-quick: skip the slow end-to-end tests (the image tests are slow too)
+test-quick: $(VENV)/.installed-dev lint $(CHECKOV)
+	HF_HUB_OFFLINE=1 KUBESCRIBE_CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check services loadgen tests bench scripts

@@ -315,7 +315,8 @@ class TestLlm:
     def test_should_use_an_existing_gateway(self):
         objects = render(load_values(CHART / "ci" / "gpu-das-values.yaml"))
         env = container_env(deployment(objects, "summarizer"))
-        assert env["KUBESCRIBE_LLM_BASE_URL"] == "http://llm-d-inference-gateway.llm-d.svc/v1"
+        gateway = "http://infra-inference-scheduling-inference-gateway-istio.llm-d.svc.cluster.local/v1"
+        assert env["KUBESCRIBE_LLM_BASE_URL"] == gateway  # llm-d guides name it infra-<guide>-inference-gateway-istio
         assert find(objects, "Deployment", f"{FULLNAME}-llm-sim") == []
 
     def test_should_default_to_the_dev_model_server(self):
