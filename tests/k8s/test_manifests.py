@@ -125,6 +125,15 @@ class TestBuildJob:
         attributes = next(e["value"] for e in container["env"] if e["name"] == "OTEL_RESOURCE_ATTRIBUTES")
         assert attributes.endswith(",deployment.environment=prod") and "k8s.job.name=" in attributes
 
+    def test_should_not_hide_the_image_models_without_a_cache(self):
+        """No PVC: nothing mounted over the download root, so models baked into the image are found."""
+        pod = build_job(make_job(), settings())["spec"]["template"]["spec"]
+        assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+        [container] = pod["containers"]
+        assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["KUBESCRIBE_WHISPER_DOWNLOAD_ROOT"] == "/var/cache/kubescribe/models"
+
     def test_should_not_set_job_pod_settings_if_not_set(self):
         pod = build_job(make_job(), settings())["spec"]["template"]["spec"]
         assert "imagePullSecrets" not in pod and "affinity" not in pod

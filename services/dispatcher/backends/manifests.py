@@ -215,11 +215,13 @@ def build_job(
     # Last, so the Secret's NATS URL and credentials win over anything in the ConfigMap.
     env_from.append({"secretRef": {"name": settings.nats_secret}})
 
-    cache_volume: dict[str, Any] = {"name": "model-cache"}
+    # Without a PVC nothing is mounted over the model directory: Jobs run offline, so an emptyDir
+    # there could only hide models baked into the image (the air-gapped recipe).
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if settings.model_cache_pvc:
-        cache_volume["persistentVolumeClaim"] = {"claimName": settings.model_cache_pvc}
-    else:
-        cache_volume["emptyDir"] = {}
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": settings.model_cache_pvc}})
+        mounts.append({"name": "model-cache", "mountPath": settings.model_cache_path})
 
     pod_security, container_security = security_contexts(settings)
     container: dict[str, Any] = {
@@ -232,10 +234,7 @@ def build_job(
         "envFrom": env_from,
         "resources": _with_storage(resources_for(job.profile, settings), settings),
         "securityContext": container_security,
-        "volumeMounts": [
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "model-cache", "mountPath": settings.model_cache_path},
-        ],
+        "volumeMounts": mounts,
     }
 
     pod_spec: dict[str, Any] = {
@@ -244,7 +243,7 @@ def build_job(
         "enableServiceLinks": False,
         "securityContext": pod_security,
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}}, cache_volume],
+        "volumes": volumes,
     }
     if settings.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
