@@ -80,7 +80,9 @@ DEBIAN_SECURITY ?= http://deb.debian.org/debian-security
 BUILD_MOUNTS := -v /etc/ssl/certs:/etc/ssl/certs:ro \
 	$(foreach p,$(wildcard /etc/pip.conf /etc/xdg/pip /opt/wheels /opt/pypi /opt/pypi-more),-v $(p):$(p):ro) \
 	$(if $(wildcard $(HOME)/.config/pip),-v $(HOME)/.config/pip:/root/.config/pip:ro)
-BUD := $(BUILDAH) bud --isolation chroot --layers $(BUILD_MOUNTS) --build-arg BASE_IMAGE=$(BASE_IMAGE)
+# BUILDAH_FLAGS, e.g. --no-cache to time a fresh build.
+BUILDAH_FLAGS ?=
+BUD := $(BUILDAH) bud --isolation chroot --layers $(BUILDAH_FLAGS) $(BUILD_MOUNTS) --build-arg BASE_IMAGE=$(BASE_IMAGE)
 
 build/base.tar:
 	@mkdir -p build

@@ -29,7 +29,8 @@ from tests.charts.conftest import RELEASE, container_env, find, one, render
 from tests.charts.nats_server import ConfiguredNatsServer
 from tests.charts.test_jetstream import client_settings, stream_settings
 
-pytestmark = [pytest.mark.slow, pytest.mark.image, pytest.mark.nats]
+# The first session on a machine builds the image (minutes): above the suite's 300 s default.
+pytestmark = [pytest.mark.slow, pytest.mark.image, pytest.mark.nats, pytest.mark.timeout(1800)]
 
 SAMPLES = Path(__file__).resolve().parents[2] / "services" / "runtime" / "samples"
 FULLNAME = f"{RELEASE}-kubescribe"
