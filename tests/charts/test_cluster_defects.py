@@ -277,6 +277,12 @@ class TestSecureByDefault:
         assert values["nats"]["config"]["merge"]["authorization"]["password"] == "<< $KUBESCRIBE_NATS_PASSWORD >>"
         assert one(render(), "Secret", f"{RELEASE}-nats-auth")  # the name that include gives
 
+    def test_should_not_invent_credentials_for_an_external_nats(self):
+        values = {"nats": {"enabled": False}, "externalNats": {"url": "nats://n:4222", "monitoringEndpoint": "n:8222"}}
+        assert one(render(values), "Secret", f"{RELEASE}-nats-auth")["stringData"] == {
+            "KUBESCRIBE_NATS_URL": "nats://n:4222"
+        }
+
     def test_user_mismatch_fails_the_render(self):
         with pytest.raises(helm.HelmError, match=r"natsAuth\.user"):
             render({"natsAuth": {"user": "someone"}})
