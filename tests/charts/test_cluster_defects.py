@@ -162,8 +162,12 @@ class TestModelCache:
             "dispatcher": {"defaultModel": "tiny.en", "tenantModels": {"acme": "small.en", "beta": "medium.en"}},
         }
         objects = render(values)
-        job = one(objects, "Job", f"{FULLNAME}-model-prefetch")
-        assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+        [job] = find(objects, "Job")
+        assert job["metadata"]["name"].startswith(f"{FULLNAME}-model-prefetch-")
+        # A release object, not a hook: its pod binds a WaitForFirstConsumer PVC during `helm --wait`.
+        assert "helm.sh/hook" not in job["metadata"].get("annotations", {})
+        other = render({**values, "dispatcher": {"defaultModel": "tiny.en", "tenantModels": {"acme": "large-v3"}}})
+        assert one(other, "Job")["metadata"]["name"] != job["metadata"]["name"]  # Job specs are immutable
         pod = job["spec"]["template"]["spec"]
         [container] = pod["containers"]
         assert "command" not in container
