@@ -312,6 +312,20 @@ class KubernetesSettings(BaseSettings):
     """Pod tolerations, e.g. for tainted GPU nodes (JSON in the environment)."""
     watch_timeout_s: int = 300
     """Server-side timeout of one watch request; the watch then resumes from its last resourceVersion."""
+    image_pull_secrets: list[str] = []
+    """Secrets the Job pods pull the image with (a private registry)."""
+    openshift: bool = False
+    """Omit fixed UIDs/GIDs from the Job's security context: OpenShift's restricted-v2 assigns its own."""
+    affinity: dict = {}
+    """Pod affinity of the Job pods (JSON in the environment)."""
+    ephemeral_storage_request: str = "1Gi"
+    """ephemeral-storage request of a Job: the audio and caches in /tmp count against the node's disk."""
+    ephemeral_storage_limit: str = "10Gi"
+    """ephemeral-storage limit of a Job: above ``tmp_size_limit`` plus logs."""
+    tmp_size_limit: str = "9Gi"
+    """sizeLimit of the Job's /tmp emptyDir: 16 recordings of 512 MiB plus their decoded audio."""
+    otel_resource_attributes: str = ""
+    """Extra OTEL_RESOURCE_ATTRIBUTES of the Job, appended to its own (its env would hide the ConfigMap's)."""
 
 
 class Settings:

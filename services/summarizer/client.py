@@ -44,6 +44,7 @@ from services.common.settings import LlmSettings, SummarizerSettings
 
 logger = logging.getLogger(__name__)
 
+LLMD_OBJECTIVE_HEADER = "x-llm-d-inference-objective"  # llm-d-router; the GAIE name below is its deprecated alias
 OBJECTIVE_HEADER = "x-gateway-inference-objective"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 """Shed load or a gateway without a ready endpoint: the same request may succeed later."""
@@ -195,7 +196,7 @@ class ChatClient:
         headers = {}
         objective = objective_for(priority, self.settings)
         if objective:
-            headers[OBJECTIVE_HEADER] = objective
+            headers[LLMD_OBJECTIVE_HEADER] = headers[OBJECTIVE_HEADER] = objective
         started = time.monotonic()
         attempt = 0
         while True:

@@ -2,14 +2,13 @@
 
 Built-in kinds are validated by kubernetes-validate in strict mode (a missing schema is a
 failure, not its usual WARN); Kueue, KEDA, GAIE and Gateway API objects against the CRD schemas
-copied in ``../shared/upstream/crds`` (beside the clone, as in CI), made strict the way the API
-server prunes: an unknown field is an error.
+copied verbatim into ``tests/data/upstream/crds`` (provenance in its README), made strict the way
+the API server prunes: an unknown field is an error.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubescribe"
-SHARED = Path(os.environ.get("KUBESCRIBE_SHARED_DIR", REPO / ".." / "shared")).resolve()
-UPSTREAM = SHARED / "upstream"
+UPSTREAM = REPO / "tests" / "data" / "upstream"
 KUBERNETES_VERSION = "1.33"
 RELEASE, NAMESPACE = "ks", "transcribe"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -38,8 +36,28 @@ def _chart() -> helm.Chart:
     return helm.Chart.load(CHART)
 
 
+ALL_APIS = [
+    "kueue.x-k8s.io/v1beta2/ClusterQueue",
+    "kueue.x-k8s.io/v1beta2/Workload",
+    "keda.sh/v1alpha1/ScaledObject",
+    "inference.networking.k8s.io/v1/InferencePool",
+    "gateway.networking.k8s.io/v1/HTTPRoute",
+    "llm-d.ai/v1alpha2/InferenceObjective",
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PodMonitor",
+]
+"""The CRD-backed APIs a full cluster serves: renders assume them unless a test says otherwise."""
+
+
+def with_capabilities(values: dict[str, Any] | None) -> dict[str, Any]:
+    """``values`` rendered as on a cluster with every CRD installed (``capabilities.apiVersions``)."""
+    values = copy.deepcopy(values or {})
+    values.setdefault("capabilities", {}).setdefault("apiVersions", ALL_APIS)
+    return values
+
+
 def render_files(values: dict[str, Any] | None = None) -> dict[str, str]:
-    return _chart().render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return _chart().render(with_capabilities(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -86,9 +104,9 @@ def _strict(schema: Any) -> Any:
 
 @cache
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) → strict openAPIV3Schema, from every CRD under shared/upstream/crds."""
+    """(apiVersion, kind) → strict openAPIV3Schema, from every CRD under tests/data/upstream/crds."""
     if not (UPSTREAM / "crds").is_dir():
-        pytest.fail(f"CRD schemas not found in {UPSTREAM / 'crds'} (shared/ must sit beside the clone)")
+        pytest.fail(f"CRD schemas not found in {UPSTREAM / 'crds'} (tests/data/upstream is part of the repository)")
     schemas = {}
     for path in sorted((UPSTREAM / "crds").rglob("*.yaml")):
         for crd in yaml.safe_load_all(path.read_text()):

@@ -29,6 +29,7 @@ from tests.charts.conftest import (
     render,
     render_files,
     validate,
+    with_capabilities,
 )
 from tests.k8s.conftest import make_job
 
@@ -68,7 +69,7 @@ class TestScenarios:
         meta = yaml.safe_load((chart / "Chart.yaml").read_text())
         meta.pop("dependencies")
         (chart / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-        report = helm.lint(chart, values, strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
+        report = helm.lint(chart, with_capabilities(values), strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
         problems = [m for m in report["messages"] if m["severity"] >= 2]
         assert (problems, report["errors"]) == ([], [])
 
@@ -157,7 +158,7 @@ class TestRbac:
             {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["get", "list", "watch"]},
         ]
         binding = one(objects, "RoleBinding")
-        sa = one(objects, "ServiceAccount")["metadata"]["name"]
+        sa = one(objects, "ServiceAccount", f"{FULLNAME}-dispatcher")["metadata"]["name"]
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
         assert deployment(objects, "dispatcher")["spec"]["template"]["spec"]["serviceAccountName"] == sa
         assert not find(objects, "ClusterRole")
@@ -215,21 +216,32 @@ class TestKeda:
         objects = render()
         scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in find(objects, "ScaledObject")}
         assert set(scaled) == {f"{FULLNAME}-dispatcher", f"{FULLNAME}-summarizer"}
-        expected = {"dispatcher": ("AUDIO", "dispatcher"), "summarizer": ("TRANSCRIPTS", "summarizer")}
-        for component, (stream, consumer) in expected.items():
-            [trigger] = scaled[f"{FULLNAME}-{component}"]["spec"]["triggers"]
-            assert trigger["type"] == "nats-jetstream"
-            meta = trigger["metadata"]
-            assert (meta["stream"], meta["consumer"], meta["account"]) == (stream, consumer, "$G")
-            assert meta["natsServerMonitoringEndpoint"] == f"{RELEASE}-nats-headless.{NAMESPACE}.svc.cluster.local:8222"
-            assert int(meta["lagThreshold"]) > 0
+        monitor = f"{RELEASE}-nats-headless.{NAMESPACE}.svc.cluster.local:8222"
+        [summarizer] = scaled[f"{FULLNAME}-summarizer"]["spec"]["triggers"]
+        assert summarizer["type"] == "nats-jetstream"
+        meta = summarizer["metadata"]
+        assert (meta["stream"], meta["consumer"], meta["account"]) == ("TRANSCRIPTS", "summarizer", "$G")
+        assert meta["natsServerMonitoringEndpoint"] == monitor
+        assert int(meta["lagThreshold"]) > 0
+        # The dispatcher scales on pending messages only (KEDA's nats-jetstream adds ack-pending).
+        [dispatcher] = scaled[f"{FULLNAME}-dispatcher"]["spec"]["triggers"]
+        assert dispatcher["type"] == "metrics-api"
+        meta = dispatcher["metadata"]
+        assert meta["url"] == f"http://{monitor}/jsz?acc=$G&consumers=true"
+        assert meta["valueLocation"].endswith(".num_pending") and int(meta["targetValue"]) > 0
+        assert _pending_path(meta["valueLocation"]) == ("AUDIO", "dispatcher")
+        for component in ("dispatcher", "summarizer"):
             assert "replicas" not in deployment(objects, component)["spec"]
 
     def test_consumer_names_match_the_topology(self):
         from services.common import topology
 
         triggers = [s["spec"]["triggers"][0]["metadata"] for s in find(render(), "ScaledObject")]
-        assert {(t["stream"], t["consumer"]) for t in triggers} == {
+        pairs = {
+            _pending_path(m["valueLocation"]) if "valueLocation" in m else (m["stream"], m["consumer"])
+            for m in triggers
+        }
+        assert pairs == {
             (topology.AUDIO_STREAM, topology.DISPATCHER_CONSUMER),
             (topology.TRANSCRIPTS_STREAM, topology.SUMMARIZER_CONSUMER),
         }
@@ -246,8 +258,11 @@ class TestKeda:
 
 class TestNats:
     def test_should_use_the_dependency_by_default(self):
-        secret = one(render(), "Secret", f"{FULLNAME}-nats")
-        assert secret["stringData"] == {"KUBESCRIBE_NATS_URL": f"nats://{RELEASE}-nats.{NAMESPACE}.svc:4222"}
+        """With a generated password: the bundled NATS is never open."""
+        data = one(render(), "Secret", f"{RELEASE}-nats-auth")["stringData"]
+        assert data["KUBESCRIBE_NATS_URL"] == f"nats://{RELEASE}-nats.{NAMESPACE}.svc:4222"
+        assert data["KUBESCRIBE_NATS_USER"] == "kubescribe"
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", data["KUBESCRIBE_NATS_PASSWORD"])
 
     def test_should_use_an_external_url_and_credentials(self):
         objects = render(
@@ -257,7 +272,7 @@ class TestNats:
                 "natsAuth": {"user": "u", "password": "p"},
             }
         )
-        assert one(objects, "Secret", f"{FULLNAME}-nats")["stringData"] == {
+        assert one(objects, "Secret", f"{RELEASE}-nats-auth")["stringData"] == {
             "KUBESCRIBE_NATS_URL": "nats://n:4222",
             "KUBESCRIBE_NATS_USER": "u",
             "KUBESCRIBE_NATS_PASSWORD": "p",
@@ -301,7 +316,8 @@ class TestLlm:
     def test_should_use_an_existing_gateway(self):
         objects = render(load_values(CHART / "ci" / "gpu-das-values.yaml"))
         env = container_env(deployment(objects, "summarizer"))
-        assert env["KUBESCRIBE_LLM_BASE_URL"] == "http://llm-d-inference-gateway.llm-d.svc/v1"
+        gateway = "http://infra-inference-scheduling-inference-gateway-istio.llm-d.svc.cluster.local/v1"
+        assert env["KUBESCRIBE_LLM_BASE_URL"] == gateway  # llm-d guides name it infra-<guide>-inference-gateway-istio
         assert find(objects, "Deployment", f"{FULLNAME}-llm-sim") == []
 
     def test_should_default_to_the_dev_model_server(self):
@@ -323,7 +339,8 @@ class TestServices:
         dep = deployment(render(), component)
         pod = dep["spec"]["template"]["spec"]
         [container] = pod["containers"]
-        assert container["command"] == ["kubescribe", "serve", component]
+        assert container["args"] == ["kubescribe", "serve", component]
+        assert "command" not in container  # the image's entrypoint, tini, stays PID 1
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
@@ -379,8 +396,15 @@ class TestServices:
         secret = one(objects, "Secret", f"{FULLNAME}-api-token")
         assert secret["stringData"] == {"KUBESCRIBE_API_TOKEN": "s3cret"}
 
-    def test_should_not_render_the_api_token_secret_if_not_set(self):
-        assert find(render(), "Secret", f"{FULLNAME}-api-token") == []
+    def test_should_generate_the_api_token_if_not_set(self):
+        secret = one(render(), "Secret", f"{FULLNAME}-api-token")
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", secret["stringData"]["KUBESCRIBE_API_TOKEN"])
+
+    def test_should_not_render_the_api_token_secret_if_disabled(self):
+        objects = render({"apiToken": {"disabled": True}})
+        assert find(objects, "Secret", f"{FULLNAME}-api-token") == []
+        [container] = deployment(objects, "ingest")["spec"]["template"]["spec"]["containers"]
+        assert not [e for e in container["envFrom"] if "api-token" in str(e)]
 
     def test_should_not_render_the_model_cache_if_not_set(self):
         objects = render()
@@ -394,6 +418,16 @@ class TestServices:
     def test_notes_print_next_commands(self):
         notes = next(v for k, v in render_files().items() if k.endswith("NOTES.txt"))
         assert f"helm test {RELEASE}" in notes and "port-forward" in notes
+
+
+def _pending_path(location: str) -> tuple[str, str]:
+    """(stream, consumer) of a KEDA metrics-api GJSON path into /jsz ending in num_pending."""
+    match = re.fullmatch(
+        r'account_details\.0\.stream_detail\.#\(name=="([^"]+)"\)\.consumer_detail\.#\(name=="([^"]+)"\)\.num_pending',
+        location,
+    )
+    assert match, location
+    return match.group(1), match.group(2)
 
 
 def _known_env_names() -> set[str]:

@@ -73,8 +73,8 @@ class TestChartReadme:
         keys = set(_table_keys((CHART / "README.md").read_text()))
         for block in ("podSecurityContext", "apiToken", "kueue.clusterQueue.migProfiles", "kueue.priorityClasses"):
             assert block in keys
-        assert "kueue.clusterQueue.migProfiles.mig-1g.5gb" not in keys
-        assert '`{"mig-1g.5gb": 7, "mig-2g.10gb": 3, "mig-3g.20gb": 2}`' in (CHART / "README.md").read_text()
+        assert "kueue.priorityClasses.high" not in keys
+        assert '`{"high": 1000, "normal": 100, "low": 10}`' in (CHART / "README.md").read_text()
 
 
 SAMPLE = """\

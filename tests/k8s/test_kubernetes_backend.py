@@ -42,7 +42,7 @@ class TestKubernetesJobBackend:
         assert spec["suspend"] is True
         pod = spec["template"]["spec"]
         [container] = pod["containers"]
-        assert container["command"] == ["python", "-m", "services.transcriber", "--job", job.job_id]
+        assert container["args"] == ["python", "-m", "services.transcriber", "--job", job.job_id]
         assert container["resources"]["limits"]["nvidia.com/mig-1g.5gb"] == "1"
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert pod["securityContext"]["runAsNonRoot"] is True

@@ -62,8 +62,8 @@ class TestBuildJob:
                 "containers"
             ][0]
             assert container["resources"] == {
-                "requests": {"cpu": "2", "memory": "3Gi"},
-                "limits": {"cpu": "2", "memory": "3Gi"},
+                "requests": {"cpu": "2", "memory": "3Gi", "ephemeral-storage": "1Gi"},
+                "limits": {"cpu": "2", "memory": "3Gi", "ephemeral-storage": "10Gi"},
             }
             assert {"name": "KUBESCRIBE_WHISPER_DEVICE", "value": "cpu"} in container["env"]
 
@@ -101,6 +101,64 @@ class TestBuildJob:
         container = spec["template"]["spec"]["containers"][0]
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+    def test_should_set_job_pod_settings(self):
+        manifest = build_job(
+            make_job(),
+            settings(
+                image_pull_secrets=["registry-creds"],
+                affinity={"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+                ephemeral_storage_request="2Gi",
+                ephemeral_storage_limit="12Gi",
+                tmp_size_limit="11Gi",
+                otel_resource_attributes="deployment.environment=prod",
+            ),
+        )
+        validate_strict(manifest)
+        pod = manifest["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "registry-creds"}]
+        assert pod["affinity"] == {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": "11Gi"}} in pod["volumes"]
+        [container] = pod["containers"]
+        assert container["resources"]["requests"]["ephemeral-storage"] == "2Gi"
+        assert container["resources"]["limits"]["ephemeral-storage"] == "12Gi"
+        attributes = next(e["value"] for e in container["env"] if e["name"] == "OTEL_RESOURCE_ATTRIBUTES")
+        assert attributes.endswith(",deployment.environment=prod") and "k8s.job.name=" in attributes
+
+    def test_should_not_hide_the_image_models_without_a_cache(self):
+        """No PVC: nothing mounted over the download root, so models baked into the image are found."""
+        pod = build_job(make_job(), settings())["spec"]["template"]["spec"]
+        assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+        [container] = pod["containers"]
+        assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["KUBESCRIBE_WHISPER_DOWNLOAD_ROOT"] == "/var/cache/kubescribe/models"
+
+    def test_should_not_set_job_pod_settings_if_not_set(self):
+        pod = build_job(make_job(), settings())["spec"]["template"]["spec"]
+        assert "imagePullSecrets" not in pod and "affinity" not in pod
+        attributes = next(e["value"] for e in pod["containers"][0]["env"] if e["name"] == "OTEL_RESOURCE_ATTRIBUTES")
+        assert not attributes.endswith(",")
+
+    def test_openshift_omits_fixed_ids(self):
+        """restricted-v2 rejects a pod that pins runAsUser/runAsGroup/fsGroup outside the namespace range."""
+        manifest = build_job(make_job(), settings(openshift=True))
+        validate_strict(manifest)
+        pod = manifest["spec"]["template"]["spec"]
+        contexts = [pod["securityContext"], pod["containers"][0]["securityContext"]]
+        assert not [k for c in contexts for k in c if k in {"runAsUser", "runAsGroup", "fsGroup"}]
+        assert all(c["runAsNonRoot"] is True for c in contexts)
+        fixed = build_job(make_job(), settings())["spec"]["template"]["spec"]
+        assert (fixed["securityContext"]["runAsUser"], fixed["securityContext"]["fsGroup"]) == (10001, 10001)
+
+    def test_disruptions_are_ignored_and_failures_go_to_the_dispatcher(self):
+        spec = build_job(make_job(), settings(backoff_limit=3))["spec"]
+        assert spec["backoffLimit"] == 3
+        rules = spec["podFailurePolicy"]["rules"]
+        assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
+        [fail] = [r for r in rules if r["action"] == "FailJob"]
+        assert fail["onExitCodes"] == {"containerName": "transcriber", "operator": "NotIn", "values": [0]}
+        assert spec["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
 
     @pytest.mark.parametrize("job_id", ["01jabcdefghjkmnpqrstvwxyz0", "Tenant/Upper_Case.id", "x" * 80])
     def test_job_names_are_valid_and_stable(self, job_id):

@@ -68,8 +68,112 @@ app.kubernetes.io/component: {{ .component }}
 {{- include "kubescribe.componentName" (dict "root" . "component" "env") }}
 {{- end }}
 
+{{/* The chart's NATS Secret: depends on the release name only, because the NATS subchart's
+     server reads its password from it through a $tplYaml value rendered in the subchart's scope. */}}
+{{- define "kubescribe.natsAuthSecretName" -}}
+{{- printf "%s-nats-auth" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "kubescribe.natsSecretName" -}}
-{{- default (include "kubescribe.componentName" (dict "root" . "component" "nats")) .Values.natsAuth.existingSecret }}
+{{- default (include "kubescribe.natsAuthSecretName" .) .Values.natsAuth.existingSecret }}
+{{- end }}
+
+{{/* A value kept across upgrades: the existing Secret's key when there is one (lookup returns
+     nothing offline), else the given value, else a fresh random one. Call with
+     (dict "root" $ "secret" name "key" KEY "value" given). */}}
+{{- define "kubescribe.secretValue" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret }}
+{{- if .value }}
+{{- .value }}
+{{- else if and $existing (hasKey (default dict $existing.data) .key) }}
+{{- index $existing.data .key | b64dec }}
+{{- else }}
+{{- randAlphaNum 32 }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the cluster serves an API ("group/version/Kind"): the live cluster's discovery, or
+     capabilities.apiVersions for renders without one (like `helm template --api-versions`). */}}
+{{- define "kubescribe.hasApi" -}}
+{{- $root := index . 0 }}
+{{- $api := index . 1 }}
+{{- $assumed := $root.Values.capabilities.apiVersions }}
+{{- if or ($root.Capabilities.APIVersions.Has $api) (has $api $assumed) (has (dir $api) $assumed) }}true{{ end }}
+{{- end }}
+
+{{- define "kubescribe.kueueActive" -}}
+{{- if and .Values.kueue.enabled (include "kubescribe.hasApi" (list . "kueue.x-k8s.io/v1beta2/ClusterQueue")) }}true{{ end }}
+{{- end }}
+
+{{- define "kubescribe.kedaActive" -}}
+{{- if and .Values.keda.enabled (include "kubescribe.hasApi" (list . "keda.sh/v1alpha1/ScaledObject")) }}true{{ end }}
+{{- end }}
+
+{{/* Bytes of a Kubernetes quantity ("32Gi", "500M", 1024): for the JetStream reservation check. */}}
+{{- define "kubescribe.bytes" -}}
+{{- $q := toString . }}
+{{- $units := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "K" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 }}
+{{- $n := regexFind "^[0-9]+" $q }}
+{{- $unit := trimPrefix $n $q }}
+{{- if not $n }}{{ fail (printf "not a size: %q" $q) }}{{ end }}
+{{- if $unit }}
+{{- if not (hasKey $units $unit) }}{{ fail (printf "not a size: %q (use Ki, Mi, Gi, Ti)" $q) }}{{ end }}
+{{- mul (atoi $n) (get $units $unit) }}
+{{- else }}
+{{- atoi $n }}
+{{- end }}
+{{- end }}
+
+{{/* MIG geometries of the supported GPUs: the model → profile map and one GPU's default quotas
+     (profiles from NVIDIA's MIG user guide; the mix is the one DAS can carve at once). */}}
+{{- define "kubescribe.gpuPresets" -}}
+a100-40gb:
+  small: mig-1g.5gb
+  medium: mig-2g.10gb
+  large: mig-3g.20gb
+  quotas: {mig-1g.5gb: 7, mig-2g.10gb: 3, mig-3g.20gb: 2}
+a100-80gb:
+  small: mig-1g.10gb
+  medium: mig-2g.20gb
+  large: mig-3g.40gb
+  quotas: {mig-1g.10gb: 7, mig-2g.20gb: 3, mig-3g.40gb: 2}
+h100-80gb:
+  small: mig-1g.10gb
+  medium: mig-2g.20gb
+  large: mig-3g.40gb
+  quotas: {mig-1g.10gb: 7, mig-2g.20gb: 3, mig-3g.40gb: 2}
+h100-94gb:
+  small: mig-1g.12gb
+  medium: mig-2g.24gb
+  large: mig-3g.47gb
+  quotas: {mig-1g.12gb: 7, mig-2g.24gb: 3, mig-3g.47gb: 2}
+h200-141gb:
+  small: mig-1g.18gb
+  medium: mig-2g.35gb
+  large: mig-3g.71gb
+  quotas: {mig-1g.18gb: 7, mig-2g.35gb: 3, mig-3g.71gb: 2}
+{{- end }}
+
+{{- define "kubescribe.gpuPreset" -}}
+{{- $presets := include "kubescribe.gpuPresets" . | fromYaml }}
+{{- toYaml (get $presets .Values.gpu.product) }}
+{{- end }}
+
+{{/* model → MIG profile: the preset by model size, then dispatcher.profiles. Always explicit, so the
+     dispatcher never falls back to a profile the ClusterQueue does not list. */}}
+{{- define "kubescribe.profiles" -}}
+{{- $p := include "kubescribe.gpuPreset" . | fromYaml }}
+{{- $map := dict "tiny.en" $p.small "tiny" $p.small "base.en" $p.small "base" $p.small "small.en" $p.small "small" $p.small "distil-small.en" $p.small "large-v3-turbo" $p.medium "turbo" $p.medium "distil-large-v3" $p.medium "medium.en" $p.medium "medium" $p.medium "large-v3" $p.large "large-v2" $p.large "large" $p.large }}
+{{- toJson (merge (deepCopy .Values.dispatcher.profiles) $map) }}
+{{- end }}
+
+{{- define "kubescribe.migQuotas" -}}
+{{- toJson (default (include "kubescribe.gpuPreset" . | fromYaml).quotas .Values.kueue.clusterQueue.migProfiles) }}
+{{- end }}
+
+{{/* Every model the dispatcher may run: the default and the tenants'. */}}
+{{- define "kubescribe.models" -}}
+{{- toJson (uniq (prepend (values .Values.dispatcher.tenantModels) .Values.dispatcher.defaultModel)) }}
 {{- end }}
 
 {{- define "kubescribe.apiTokenSecretName" -}}
@@ -174,10 +278,32 @@ checksum/secrets: {{ include (print .Template.BasePath "/secrets.yaml") . | sha2
 {{/* The writable /tmp of a read-only root filesystem. */}}
 {{- define "kubescribe.tmpVolume" -}}
 - name: tmp
-  emptyDir: {}
+  emptyDir:
+    sizeLimit: 1Gi
+{{- end }}
+
+{{/* Pod securityContext: the fixed UIDs go away on OpenShift (restricted-v2 assigns them). */}}
+{{- define "kubescribe.podSecurityContext" -}}
+{{- $ctx := deepCopy .Values.podSecurityContext }}
+{{- if .Values.openshift }}
+{{- $ctx = omit $ctx "runAsUser" "runAsGroup" "fsGroup" }}
+{{- end }}
+{{- toYaml $ctx }}
+{{- end }}
+
+{{- define "kubescribe.containerSecurityContext" -}}
+{{- $ctx := deepCopy .Values.securityContext }}
+{{- if .Values.openshift }}
+{{- $ctx = omit $ctx "runAsUser" "runAsGroup" }}
+{{- end }}
+{{- toYaml $ctx }}
 {{- end }}
 
 {{- define "kubescribe.tmpMount" -}}
 - name: tmp
   mountPath: /tmp
+{{- end }}
+
+{{- define "kubescribe.transcriberServiceAccountName" -}}
+{{- default (include "kubescribe.componentName" (dict "root" . "component" "transcriber")) .Values.transcriber.serviceAccountName }}
 {{- end }}

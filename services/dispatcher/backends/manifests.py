@@ -12,7 +12,11 @@ What the shape encodes, and why:
 - ``kueue.x-k8s.io/priority-class``: a WorkloadPriorityClass per kubescribe priority.
 - ``nvidia.com/mig-<profile>: 1``: DAS creates the MIG slice on demand; CPU jobs ask for cpu/memory.
 - A name derived from the job id: a retried create hits AlreadyExists instead of duplicating.
-- Non-root, read-only root filesystem, a writable emptyDir ``/tmp`` for audio and caches.
+- Non-root, read-only root filesystem, a writable emptyDir ``/tmp`` (size-limited, counted as
+  ephemeral storage) for audio and caches; ``openshift`` omits the fixed UIDs restricted-v2 rejects.
+- ``podFailurePolicy``: disruptions (drain, preemption, eviction) are ignored, a transcriber that
+  exits non-zero fails the Job at once (the dispatcher owns retries and counts attempts), and
+  ``backoffLimit`` only re-runs pods that never started (e.g. DAS's ``UnexpectedAdmissionError``).
 """
 
 from __future__ import annotations
@@ -113,6 +117,38 @@ def resources_for(profile: str, settings: KubernetesSettings) -> dict[str, dict[
     }
 
 
+def _with_storage(resources: dict[str, dict[str, str]], settings: KubernetesSettings) -> dict[str, dict[str, str]]:
+    """``resources`` plus the ephemeral storage /tmp uses, so the scheduler places the pod on a node with room."""
+    resources["requests"]["ephemeral-storage"] = settings.ephemeral_storage_request
+    resources["limits"]["ephemeral-storage"] = settings.ephemeral_storage_limit
+    return resources
+
+
+def security_contexts(settings: KubernetesSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pod, container) security contexts: fixed UIDs unless OpenShift assigns its own."""
+    ids = {} if settings.openshift else {"runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER}
+    pod = {"runAsNonRoot": True, **ids, "seccompProfile": {"type": "RuntimeDefault"}}
+    if not settings.openshift:
+        pod["fsGroup"] = RUN_AS_USER
+    container = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        **ids,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    return pod, container
+
+
+POD_FAILURE_POLICY: dict[str, Any] = {
+    "rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": COMPONENT, "operator": "NotIn", "values": [0]}},
+    ]
+}
+"""Disruptions do not count; a transcriber's own failure goes straight back to the dispatcher."""
+
+
 def build_job(
     job: TranscriptionJob,
     settings: KubernetesSettings,
@@ -162,7 +198,15 @@ def build_job(
         {"name": "KUBESCRIBE_JOB_ID", "value": job.job_id},
         {
             "name": "OTEL_RESOURCE_ATTRIBUTES",
-            "value": f"k8s.job.name={job_name(job.job_id)},k8s.namespace.name={settings.namespace}",
+            "value": ",".join(
+                a
+                for a in (
+                    f"k8s.job.name={job_name(job.job_id)}",
+                    f"k8s.namespace.name={settings.namespace}",
+                    settings.otel_resource_attributes,
+                )
+                if a
+            ),
         },
     ]
     env_from: list[dict[str, Any]] = []
@@ -171,48 +215,40 @@ def build_job(
     # Last, so the Secret's NATS URL and credentials win over anything in the ConfigMap.
     env_from.append({"secretRef": {"name": settings.nats_secret}})
 
-    cache_volume: dict[str, Any] = {"name": "model-cache"}
+    # Without a PVC nothing is mounted over the model directory: Jobs run offline, so an emptyDir
+    # there could only hide models baked into the image (the air-gapped recipe).
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if settings.model_cache_pvc:
-        cache_volume["persistentVolumeClaim"] = {"claimName": settings.model_cache_pvc}
-    else:
-        cache_volume["emptyDir"] = {}
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": settings.model_cache_pvc}})
+        mounts.append({"name": "model-cache", "mountPath": settings.model_cache_path})
 
+    pod_security, container_security = security_contexts(settings)
     container: dict[str, Any] = {
         "name": COMPONENT,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["python", "-m", "services.transcriber", "--job", job.job_id],
+        # args, not command: the image's entrypoint (tini) stays PID 1 and forwards SIGTERM.
+        "args": ["python", "-m", "services.transcriber", "--job", job.job_id],
         "env": env,
         "envFrom": env_from,
-        "resources": resources_for(job.profile, settings),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "model-cache", "mountPath": settings.model_cache_path},
-        ],
+        "resources": _with_storage(resources_for(job.profile, settings), settings),
+        "securityContext": container_security,
+        "volumeMounts": mounts,
     }
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security,
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}, cache_volume],
+        "volumes": volumes,
     }
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
+    if settings.affinity:
+        pod_spec["affinity"] = dict(settings.affinity)
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
     if settings.node_selector:
@@ -238,6 +274,7 @@ def build_job(
             # Kueue unsuspends the Job when it admits it; without Kueue nothing would.
             "suspend": settings.use_kueue,
             "backoffLimit": settings.backoff_limit,
+            "podFailurePolicy": POD_FAILURE_POLICY,
             "activeDeadlineSeconds": settings.active_deadline_s,
             "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
             "completions": 1,
