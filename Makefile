@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test test-quick lint schemas bench up clean image image-gpu base-image
 
 # checkov has many pinned dependencies: its own venv, outside the project's.
-TOOLS_DIR ?= $(if $(wildcard /work/tools),/work/tools,$(CURDIR)/.tools)
+TOOLS_DIR ?= $(CURDIR)/.tools
 CHECKOV_VERSION ?= 3.3.30
 CHECKOV := $(TOOLS_DIR)/checkov/bin/checkov
 

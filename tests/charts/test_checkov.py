@@ -23,7 +23,7 @@ from tests.charts.test_chart import SCENARIOS
 from tests.k8s.conftest import make_job
 
 SKIPS = yaml.safe_load((Path(__file__).with_name("checkov-skips.yaml")).read_text())
-DEFAULT_CHECKOV = Path("/work/tools/checkov/bin/checkov")
+DEFAULT_CHECKOV = Path(__file__).resolve().parents[2] / ".tools" / "checkov" / "bin" / "checkov"
 
 
 def checkov_binary() -> str:
