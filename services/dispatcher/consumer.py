@@ -166,20 +166,25 @@ class Dispatcher:
         concurrently): two deliveries of one recording must not both be planned. A message that
         is not held is settled at once, from what :meth:`accept` returned or raised.
         """
-        if recording_id_of(msg.data) not in self.held and not await self.room.wait(msg):
+        reserved = recording_id_of(msg.data) not in self.held  # a redelivery of a held one needs no room
+        if reserved and not await self.room.reserve(msg):
             await hand_back(msg)  # shutting down: to the next dispatcher at once
             return
-        async with self._accepting:
-            try:
-                held = await self.accept(msg)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # never crash the consumer: the boundary acks, naks or reports
-                self._forget(msg)
-                await settle(msg, exc, report=self._report_rejected)
-            else:
-                if not held:
-                    await ack(msg)
+        try:
+            async with self._accepting:
+                try:
+                    held = await self.accept(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # never crash the consumer: the boundary acks, naks or reports
+                    self._forget(msg)
+                    await settle(msg, exc, report=self._report_rejected)
+                else:
+                    if not held:
+                        await ack(msg)
+        finally:
+            if reserved:
+                self.room.release()
         self._wake.set()
 
     def _hold(self, rid: str, held: Held) -> None:

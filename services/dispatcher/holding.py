@@ -4,7 +4,7 @@ A dispatcher keeps each AudioReceived unacked until its recording is transcribed
 for its whole wait for a GPU. Unbounded, the first replica would pull the whole backlog while a
 second idles, and KEDA's ``nats-jetstream`` scaler would see no pending messages to scale on. So
 each replica holds at most what it can plan soon (:func:`hold_limit`); a message fetched beyond
-that waits in :meth:`Room.wait`, which stalls the subscriber's fetch loop (FastStream fetches the
+that waits in :meth:`Room.reserve`, which stalls the subscriber's fetch loop (FastStream fetches the
 next batch only when the handlers return), and the rest of the backlog stays in the stream, where
 another replica takes it. The bound on what one replica has unacked at once is therefore
 ``hold_limit + fetch batch``.
@@ -36,13 +36,18 @@ def hold_limit(config: DispatcherSettings, backend: JobBackend) -> int:
 
 
 class Room:
-    """Waits for room under ``limit`` recordings held, as counted by ``held()``."""
+    """Reserves room under ``limit`` recordings held, as counted by ``held()``.
+
+    A message takes a reservation before it is accepted and gives it back once accepted (or not):
+    several waiters woken by one freed slot must not all see room and all be held.
+    """
 
     def __init__(self, limit: int, held: Callable[[], int]) -> None:
         self.limit = limit
         self.peak = 0
         """The most recordings held at once (a test and a metric check the bound)."""
         self._held = held
+        self._reserved = 0
         self._waiting: dict[int, Msg] = {}
         self._changed = asyncio.Event()
         self._closed = False
@@ -53,20 +58,28 @@ class Room:
         to another replica while it waits here."""
         return list(self._waiting.values())
 
-    async def wait(self, msg: Msg) -> bool:
-        """Return ``True`` once one more recording may be held, ``False`` if closed meanwhile."""
+    def _full(self) -> bool:
+        return self._held() + self._reserved >= self.limit
+
+    async def reserve(self, msg: Msg) -> bool:
+        """Wait for room and reserve it (``True``), or ``False`` once closed; pair with :meth:`release`."""
+        if self._full() and not self._closed:
+            self._waiting[id(msg)] = msg
+            try:
+                while self._full() and not self._closed:
+                    self._changed.clear()
+                    await self._changed.wait()
+            finally:
+                self._waiting.pop(id(msg), None)
         if self._closed:
             return False
-        if self._held() < self.limit:
-            return True
-        self._waiting[id(msg)] = msg
-        try:
-            while self._held() >= self.limit and not self._closed:
-                self._changed.clear()
-                await self._changed.wait()
-        finally:
-            self._waiting.pop(id(msg), None)
-        return not self._closed
+        self._reserved += 1
+        return True
+
+    def release(self) -> None:
+        """The reserved message was accepted (now counted by ``held()``) or settled at once."""
+        self._reserved -= 1
+        self._changed.set()
 
     def taken(self) -> None:
         self.peak = max(self.peak, self._held())
