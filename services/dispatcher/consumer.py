@@ -4,8 +4,9 @@ The messages arrive through FastStream (the durable pull subscriber in :mod:`ser
 manual acks), but a message outlives its handler here: :meth:`Dispatcher.receive` keeps the raw
 nats-py message while its recording waits to be packed and while its job runs (for minutes), keeps
 it alive with in-progress acks, and acks it from the job watcher once the recording's outcome is
-durable in the status KV (transcribed, or failed with a reason). How many messages are held at
-once is bounded by JetStream (the consumer's ``max_ack_pending``), so a backlog stays in the stream.
+durable in the status KV (transcribed, or failed with a reason). How many messages one replica
+holds is bounded by :mod:`.holding` (sized from the backend's capacity), so a backlog stays in the
+stream, where other replicas take it and KEDA counts it.
 
 The keepalive and every settlement go through the messaging boundary
 (:mod:`services.common.inflight`), the same as the summarizer's: an invalid event or missing audio
@@ -45,6 +46,7 @@ from services.common.topology import AUDIO_RECEIVED, DISPATCHER_CONSUMER
 from services.dispatcher import metrics
 from services.dispatcher.backends.base import JobBackend
 from services.dispatcher.domain import TERMINAL_STATES, JobEvent, JobRecording, JobState, TranscriptionJob
+from services.dispatcher.holding import Room, hold_limit
 from services.dispatcher.jobs_store import JobStore
 from services.dispatcher.planner import Pending, Planner
 
@@ -53,8 +55,9 @@ logger = logging.getLogger(__name__)
 SOURCE = "kubescribe/dispatcher"
 OUTCOMES = (RecordingStage.transcribed, RecordingStage.summarizing, RecordingStage.summarized, RecordingStage.failed)
 MAX_ACK_PENDING = 10_000
-"""How many AUDIO messages one consumer may hold unacked (queued, packed or in a running job):
-JetStream stops delivering beyond it, so a larger backlog stays in the stream, visible to KEDA."""
+"""Ceiling of AUDIO messages unacked across EVERY replica of the durable (JetStream counts per
+consumer, not per subscriber). Each replica holds far fewer (:func:`hold_limit`), so this only
+stops a misconfigured fleet from pulling the whole stream."""
 
 
 def consumer_config(
@@ -108,13 +111,16 @@ class Dispatcher:
         self.config = self.settings.dispatcher
         self.planner = Planner(self.config)
         self.held: dict[str, Held] = {}
+        self.room = Room(hold_limit(self.config, backend), lambda: len(self.held))
         self.jobs: dict[str, LiveJob] = {}
         self._wake = asyncio.Event()
         self._accepting = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._status: StatusStore | None = None
         self._jobs_store: JobStore | None = None
-        self._keepalive = Keepalive(self.config.ack_wait_s, lambda: [held.msg for held in self.held.values()])
+        self._keepalive = Keepalive(
+            self.config.ack_wait_s, lambda: [*(held.msg for held in self.held.values()), *self.room.waiting]
+        )
 
     # --- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -145,6 +151,7 @@ class Dispatcher:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
+        self.room.close()  # messages waiting for room go back to JetStream, not into a stopped dispatcher
         await self.backend.aclose()
         for held in list(self.held.values()):
             await hand_back(held.msg)  # to the next dispatcher at once, not after ack_wait
@@ -159,18 +166,38 @@ class Dispatcher:
         concurrently): two deliveries of one recording must not both be planned. A message that
         is not held is settled at once, from what :meth:`accept` returned or raised.
         """
-        async with self._accepting:
-            try:
-                held = await self.accept(msg)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # never crash the consumer: the boundary acks, naks or reports
-                self._forget(msg)
-                await settle(msg, exc, report=self._report_rejected)
-            else:
-                if not held:
-                    await ack(msg)
+        reserved = recording_id_of(msg.data) not in self.held  # a redelivery of a held one needs no room
+        if reserved and not await self.room.reserve(msg):
+            await hand_back(msg)  # shutting down: to the next dispatcher at once
+            return
+        try:
+            async with self._accepting:
+                try:
+                    held = await self.accept(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # never crash the consumer: the boundary acks, naks or reports
+                    self._forget(msg)
+                    await settle(msg, exc, report=self._report_rejected)
+                else:
+                    if not held:
+                        await ack(msg)
+        finally:
+            if reserved:
+                self.room.release()
         self._wake.set()
+
+    def _hold(self, rid: str, held: Held) -> None:
+        self.held[rid] = held
+        self.room.taken()
+        metrics.PENDING.set(len(self.held))
+
+    def _release(self, rid: str) -> Held | None:
+        """Stop holding ``rid`` (its message is settled by the caller) and make room for the next."""
+        held = self.held.pop(rid, None)
+        metrics.PENDING.set(len(self.held))
+        self.room.freed()
+        return held
 
     async def accept(self, msg: Msg) -> bool:
         """Validate one AudioReceived and queue it for planning; ``False``: it already has an outcome.
@@ -208,9 +235,8 @@ class Dispatcher:
         )
         held = Held(recording, self.planner.model_for(event), msg, event.created_at)
         held.attempts = status.attempts if status else 0
-        self.held[rid] = held
+        self._hold(rid, held)
         metrics.RECORDINGS_ACCEPTED.inc()
-        metrics.PENDING.set(len(self.held))
         if status is not None and status.job_id and status.job_id in await self.backend.active():
             await self._adopt(held, status.job_id)
             return True
@@ -226,8 +252,7 @@ class Dispatcher:
         rid = recording_id_of(msg.data)
         held = self.held.get(rid) if rid else None
         if held is not None and held.msg is msg and held.job_id is None:
-            del self.held[rid]
-            metrics.PENDING.set(len(self.held))
+            self._release(rid)
 
     async def _report_rejected(self, msg: Msg, failure: Failure) -> None:
         """The boundary's failure report for a message that cannot be dispatched (stage ``dispatch``)."""
@@ -360,8 +385,8 @@ class Dispatcher:
         assert self._status is not None
         status = await self._status.get(rid)
         if status is not None and status.stage in OUTCOMES:
-            held = self.held.pop(rid)
-            metrics.PENDING.set(len(self.held))
+            held = self._release(rid)
+            assert held is not None
             await ack(held.msg)
             return
         reason = f"job {event.job_id} ended {event.state.value}" + (f" ({event.reason})" if event.reason else "")
@@ -387,8 +412,7 @@ class Dispatcher:
     async def _give_up(self, held: Held, reason: str) -> None:
         """Report and ack; unheld first, so if the report fails (nak) the redelivery starts afresh."""
         rid = held.recording.recording_id
-        self.held.pop(rid, None)
-        metrics.PENDING.set(len(self.held))
+        self._release(rid)
 
         async def report(msg: Msg, failure: Failure) -> None:
             await report_failure(

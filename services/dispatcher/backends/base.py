@@ -55,6 +55,11 @@ class JobBackend(abc.ABC):
         where Kueue decides), and the planner then packs by audio length alone."""
         return None
 
+    def capacity(self) -> int | None:
+        """How many jobs this backend runs at once when nothing else is running; ``None`` when it
+        cannot tell (a cluster: Kueue's quota decides). Sizes how much a dispatcher holds."""
+        return None
+
     # --- the shared event stream ---------------------------------------------------------------
     def watch(self) -> AsyncIterator[JobEvent]:
         """State changes of every job this backend knows, in order per job, until ``aclose``."""

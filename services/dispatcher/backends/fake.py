@@ -247,6 +247,9 @@ class FakeJobBackend(JobBackend):
     def free_slots(self) -> int | None:
         return self.cluster.free_slots()
 
+    def capacity(self) -> int | None:
+        return self.cluster.slots
+
     async def aclose(self) -> None:
         """Stop listening; the cluster's jobs go on unless this backend made the cluster."""
         if self._closed:

@@ -134,6 +134,9 @@ class LocalJobBackend(JobBackend):
             self._tmp.rmdir()
 
     # --- introspection (CLI, tests, metrics) -------------------------------------------------
+    def capacity(self) -> int:
+        return self.slots
+
     def free_slots(self) -> int:
         """Slots neither busy nor promised to a queued job."""
         queued = self._queue.qsize() if self._queue else 0

@@ -1,0 +1,302 @@
+"""Control-plane throughput: recordings per second through ingest → NATS → dispatcher → backend →
+summarizer when transcription and the LLM cost nothing, and what each service spends per recording.
+
+What is real: nats-server, the ingest HTTP service (upload, probe, Object Store, status, event),
+the dispatcher app (planning, status, acks), the transcriber's own ``run_job`` (reads the spec and
+the audio object, writes the transcript object and status, publishes TranscriptReady), the
+summarizer service (prompt, streamed chat completion, summary object, SummaryReady) and the vLLM
+simulator's HTTP path. What is replaced: faster-whisper by an engine that returns a fixed text at
+once (:class:`InstantEngine`), the job backend by the in-memory fake (no process or pod per job),
+and the LLM by the simulator at zero TTFT/ITL with 8 output tokens. So the numbers are the
+pipeline's own ceiling, not a transcription benchmark.
+
+Baseline measured in the same run: the wall time of transcribing one minute of speech with the
+real faster-whisper tiny.en on one core, against which the summed per-recording CPU of the
+control plane is reported as a fraction (target < 1 %). Replicas: 1 and 2 of each service
+(ingest, dispatcher, summarizer), uploads round-robin over the ingest replicas.
+
+    python bench/controlplane.py                      # 400 recordings, replicas 1 and 2, 3 rounds
+    python bench/controlplane.py --recordings 200 --rounds 1 --replicas 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from loadgen.audio import synthesize_speech  # noqa: E402
+from services.common.nats_client import connect  # noqa: E402
+from services.common.settings import NatsSettings  # noqa: E402
+from services.common.topology import SUMMARIES_STREAM  # noqa: E402
+from services.ingest.client import upload_file  # noqa: E402
+from services.runtime.nats_server import EmbeddedNatsServer  # noqa: E402
+from services.runtime.processes import free_port, wait_until  # noqa: E402
+from services.runtime.sim import SimConfig, SimLlmServer  # noqa: E402
+from services.runtime.supervisor import ProcessSpec, Supervisor, file_exists, http_ok  # noqa: E402
+
+console = Console()
+SPEECH = "The control plane should never be the bottleneck of a speech pipeline."
+
+
+# --------------------------------------------------------------------------- the stand-ins
+
+
+class InstantEngine:
+    """The transcriber engine's interface (``load``, ``load_times``, ``transcribe``) at zero cost."""
+
+    def __init__(self) -> None:
+        self.load_times: dict[str, tuple[int, int]] = {}
+
+    def load(self, name: str | None = None) -> str:
+        display = name or "instant"
+        self.load_times.setdefault(display, (time.time_ns(), time.time_ns()))
+        return display
+
+    def transcribe(self, path: Path, *, model: str | None = None, language: str | None = None):
+        from services.common.documents import Segment
+        from services.transcriber.engine import Result
+
+        return Result(
+            text=SPEECH,
+            segments=[Segment(start=0.0, end=1.0, text=SPEECH)],
+            language="en",
+            audio_s=1.0,
+            processing_s=0.0,
+        )
+
+
+async def _dispatcher_role() -> None:
+    """One dispatcher replica with the fake backend running the real ``run_job`` on InstantEngine."""
+    from services.common.broker import run_until_cancelled
+    from services.common.settings import Settings
+    from services.dispatcher.app import build_app
+    from services.dispatcher.backends.fake import FakeCluster, FakeJobBackend, transcriber_runner
+
+    settings = Settings()
+    nc = await connect(settings.nats)
+    cluster = FakeCluster(
+        slots=int(os.environ.get("BENCH_SLOTS", "4")), runner=transcriber_runner(nc.jetstream(), InstantEngine())
+    )
+    app = build_app(settings, backend=FakeJobBackend(cluster=cluster))
+    ready = asyncio.Event()
+    task = asyncio.create_task(run_until_cancelled(app, ready))
+    await ready.wait()
+    Path(os.environ["KUBESCRIBE_READY_FILE"]).write_text(str(os.getpid()))
+    await task
+
+
+# --------------------------------------------------------------------------- one run
+
+
+@dataclass
+class RunResult:
+    replicas: int
+    recordings: int
+    wall_s: float
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def per_second(self) -> float:
+        return self.recordings / self.wall_s
+
+
+def _cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+async def _summaries(nats: NatsSettings) -> int:
+    nc = await connect(nats)
+    try:
+        return (await nc.jetstream().stream_info(SUMMARIES_STREAM)).state.messages
+    finally:
+        await nc.close()
+
+
+async def _upload_all(urls: list[str], audio: Path, count: int, concurrency: int, progress, task) -> None:
+    data = audio.read_bytes()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+    clients = [httpx.AsyncClient(base_url=url, timeout=60) for url in urls]
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            for attempt in range(5):
+                try:
+                    await upload_file(clients[i % len(clients)], audio, data=data, idempotency_key=f"bench-{i}")
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1 * (attempt + 1))
+            progress.advance(task)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+def run_once(replicas: int, count: int, audio: Path, workdir: Path, progress) -> RunResult:
+    data_dir = Path(tempfile.mkdtemp(prefix=f"cp-{replicas}-", dir=workdir))
+    nats = EmbeddedNatsServer(data_dir / "nats")
+    supervisor = Supervisor(sink=lambda name, line: None, log_dir=data_dir / "logs")
+    sim = SimLlmServer(SimConfig(model="kubescribe-sim", default_max_tokens=8, max_num_seqs=256), isolated=True)
+    try:
+        nats.start()
+        sim.start()
+        env = {
+            "KUBESCRIBE_NATS_URL": nats.url,
+            "KUBESCRIBE_LLM_BASE_URL": sim.base_url,
+            "KUBESCRIBE_LLM_MODEL": "kubescribe-sim",
+            "KUBESCRIBE_DATA_DIR": str(data_dir),
+            "KUBESCRIBE_METRICS_PORT": "0",
+            "KUBESCRIBE_LOG_LEVEL": "WARNING",
+            "KUBESCRIBE_SUMMARIZER_CONCURRENCY": "64",
+            "PYTHONPATH": str(REPO),
+        }
+        urls = []
+        for i in range(replicas):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            urls.append(url)
+            supervisor.start(
+                ProcessSpec(
+                    f"ingest-{i}",
+                    [sys.executable, "-m", "services.runtime.serve", "ingest"],
+                    env={**env, "KUBESCRIBE_INGEST_PORT": str(port), "KUBESCRIBE_INGEST_HOST": "127.0.0.1"},
+                    ready=http_ok(f"{url}/readyz"),
+                )
+            )
+        for role, argv in (
+            ("dispatcher", [sys.executable, __file__, "--role", "dispatcher"]),
+            ("summarizer", [sys.executable, "-m", "services.runtime.serve", "summarizer"]),
+        ):
+            for i in range(replicas):
+                ready_file = data_dir / f"{role}-{i}.ready"
+                supervisor.start(
+                    ProcessSpec(
+                        f"{role}-{i}",
+                        argv,
+                        env={**env, "KUBESCRIBE_READY_FILE": str(ready_file)},
+                        ready=file_exists(ready_file),
+                    )
+                )
+        pids = {p.name: p.pid for p in supervisor.processes}
+        before = {name: _cpu([pid]) for name, pid in pids.items()}
+        before_nats = _cpu([nats.pid])
+        task = progress.add_task(f"{replicas} replica(s): uploading", total=count)
+        start = time.monotonic()
+        asyncio.run(_upload_all(urls, audio, count, 32, progress, task))
+        nats_settings = NatsSettings(url=nats.url)
+        wait_until(lambda: asyncio.run(_summaries(nats_settings)) >= count, f"{count} SummaryReady", timeout=600)
+        wall = time.monotonic() - start
+        progress.remove_task(task)
+        cpu = {}
+        for name, pid in pids.items():
+            service = name.rsplit("-", 1)[0]
+            cpu[service] = cpu.get(service, 0.0) + _cpu([pid]) - before[name]
+        cpu["nats-server"] = _cpu([nats.pid]) - before_nats
+        return RunResult(replicas, count, wall, cpu)
+    finally:
+        supervisor.stop_all()
+        sim.stop()
+        nats.stop()
+
+
+def transcription_floor(audio_dir: Path) -> float:
+    """Seconds the real tiny.en takes for one minute of speech on one core (the baseline)."""
+    from services.transcriber.engine import Engine
+
+    minute = audio_dir / "minute.wav"
+    synthesize_speech(" ".join([SPEECH] * 14), minute)  # ~60 s of espeak speech
+    engine = Engine()
+    engine.load()
+    result = engine.transcribe(minute)
+    return result.processing_s * 60.0 / result.audio_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recordings", type=int, default=400)
+    parser.add_argument("--replicas", default="1,2")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--role", choices=["dispatcher"], help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="write the raw results here")
+    args = parser.parse_args(argv)
+    if args.role == "dispatcher":
+        asyncio.run(_dispatcher_role())
+        return 0
+    replicas = [int(r) for r in args.replicas.split(",")]
+    with tempfile.TemporaryDirectory(prefix="kubescribe-cp-") as tmp:
+        workdir = Path(tmp)
+        audio = workdir / "one-second.wav"
+        synthesize_speech("Hello control plane.", audio)
+        floor_s = transcription_floor(workdir)
+        results: list[RunResult] = []
+        with Progress(console=console, transient=True) as progress:
+            for _ in range(args.rounds):  # interleaved: machine noise hits both replica counts alike
+                for r in replicas:
+                    results.append(run_once(r, args.recordings, audio, workdir, progress))
+    table = Table(title=f"control plane, {args.recordings} recordings per run, {args.rounds} round(s)")
+    for column in (
+        "replicas",
+        "recordings/s (mean, min-max)",
+        "CPU ms per recording (by service)",
+        "CP / 1-min transcription",
+    ):
+        table.add_column(column)
+    summary = {}
+    for r in replicas:
+        runs = [x for x in results if x.replicas == r]
+        rates = [x.per_second for x in runs]
+        per_service = {s: statistics.mean(x.cpu_s[s] for x in runs) * 1000 / args.recordings for s in runs[0].cpu_s}
+        total_ms = sum(per_service.values())
+        summary[r] = {"rates": rates, "cpu_ms": per_service, "fraction_of_floor": total_ms / 1000 / floor_s}
+        table.add_row(
+            str(r),
+            f"{statistics.mean(rates):.0f} ({min(rates):.0f}-{max(rates):.0f})",
+            ", ".join(f"{s} {v:.2f}" for s, v in per_service.items()) + f" = {total_ms:.2f}",
+            f"{total_ms / 1000 / floor_s:.2%}",
+        )
+    console.print(table)
+    console.print(f"baseline: tiny.en transcribes one minute of speech in {floor_s:.2f} s on one core (same run)")
+    if len(replicas) > 1:
+        base = statistics.mean(summary[replicas[0]]["rates"])
+        for r in replicas[1:]:
+            console.print(
+                f"throughput ratio {r} vs {replicas[0]} replica(s): {statistics.mean(summary[r]['rates']) / base:.2f}x"
+            )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"floor_s": floor_s, "summary": summary, "runs": [x.__dict__ for x in results]}, indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
