@@ -68,6 +68,10 @@ class RecordingStatus(BaseModel):
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Per-stage numbers (ttft_s, audio_s, processing_s, ...)."
     )
+    chunks_done: dict[str, list[int]] = Field(
+        default_factory=dict,
+        description="A split recording's finished chunks: chunk count of the plan → indices stored (CAS-updated).",
+    )
 
     def advance(self, stage: RecordingStage, at: datetime | None = None) -> RecordingStatus:
         """Record that ``stage`` was reached; never moves the stage backwards (redelivery is harmless)."""

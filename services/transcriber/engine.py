@@ -105,17 +105,18 @@ class Engine:
 
     def transcribe(self, path: Path, *, model: str | None = None, language: str | None = None) -> Result:
         """Decode and transcribe one file; undecodable input raises :class:`UnsupportedAudioError`."""
-        from faster_whisper import decode_audio
+        return self.transcribe_audio(decode(path), model=model, language=language)
 
+    def transcribe_audio(
+        self, audio: Any, *, model: str | None = None, language: str | None = None, offset_s: float = 0.0
+    ) -> Result:
+        """Transcribe decoded 16 kHz samples; ``offset_s`` shifts every timestamp (a chunk's window
+        start), so a chunk's segments come out in the recording's absolute time."""
         display = self.load(model)
         whisper, pipeline = self._models[display]
-        try:
-            audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
-        except Exception as exc:  # PyAV raises InvalidDataError, EOFError, ValueError...
-            raise UnsupportedAudioError(f"cannot decode {path.name}: {type(exc).__name__}: {exc}") from exc
         audio_s = len(audio) / SAMPLE_RATE
         if audio_s == 0:
-            raise UnsupportedAudioError(f"{path.name} holds no audio samples")
+            raise UnsupportedAudioError("the audio holds no samples")
         start = time.perf_counter()
         options: dict[str, Any] = {
             "language": language or self.settings.language,
@@ -125,7 +126,10 @@ class Engine:
             segments_iter, info = pipeline.transcribe(audio, batch_size=self.settings.batch_size, **options)
         else:
             segments_iter, info = whisper.transcribe(audio, vad_filter=False, **options)
-        segments = [Segment(start=max(0.0, s.start), end=max(0.0, s.end), text=s.text.strip()) for s in segments_iter]
+        segments = [
+            Segment(start=max(0.0, s.start) + offset_s, end=max(0.0, s.end) + offset_s, text=s.text.strip())
+            for s in segments_iter
+        ]
         text = " ".join(s.text for s in segments if s.text).strip()
         return Result(
             text=text,
@@ -134,3 +138,16 @@ class Engine:
             audio_s=audio_s,
             processing_s=time.perf_counter() - start,
         )
+
+
+def decode(path: Path) -> Any:
+    """The file as 16 kHz mono float32 samples; undecodable or empty input raises :class:`UnsupportedAudioError`."""
+    from faster_whisper import decode_audio
+
+    try:
+        audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+    except Exception as exc:  # PyAV raises InvalidDataError, EOFError, ValueError...
+        raise UnsupportedAudioError(f"cannot decode {path.name}: {type(exc).__name__}: {exc}") from exc
+    if len(audio) == 0:
+        raise UnsupportedAudioError(f"{path.name} holds no audio samples")
+    return audio
