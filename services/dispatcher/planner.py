@@ -107,11 +107,13 @@ class Planner:
             items.sort(key=lambda p: (-p.rank, p.seq))
             shorts = []
             for item in items:
-                if self.estimate_s(item.recording) >= self.settings.target_job_audio_s:
-                    chunks = self.split(item, unclaimed)
-                    batches.extend([[c] for c in chunks] if chunks else [[item]])
-                    if unclaimed is not None:
-                        unclaimed = max(0, unclaimed - max(1, len(chunks)))
+                chunks = self.split(item, unclaimed)
+                if chunks:
+                    batches.extend([c] for c in chunks)
+                    unclaimed = None if unclaimed is None else max(0, unclaimed - len(chunks))
+                elif self.estimate_s(item.recording) >= self.settings.target_job_audio_s:
+                    batches.append([item])
+                    unclaimed = None if unclaimed is None else max(0, unclaimed - 1)
                 else:
                     shorts.append(item)
             batches.extend(self._pack(shorts, now, free_slots))
