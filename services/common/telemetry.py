@@ -195,6 +195,7 @@ ATTRIBUTES = {
     "kubescribe.tokens_in": "Prompt tokens",
     "kubescribe.tokens_out": "Completion tokens",
     "kubescribe.backend": "local | kubernetes",
+    "kubescribe.cpu_s": "CPU seconds the transcriber process spent transcribing (wall time minus waiting for a core)",
     "kubescribe.chunk_index": "Position of the chunk of a split recording, from 0",
     "kubescribe.chunk_count": "Chunks the recording was split into",
     "kubescribe.chunk_start_s": "Start of the chunk's audio window (after snapping), seconds",

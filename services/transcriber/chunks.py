@@ -136,6 +136,7 @@ async def _transcribe_chunk(
                 engine.transcribe_audio, window, model=job.model, language=recording.language, offset_s=start_s
             )
             segments, language = result.segments, result.language
+            span.set_attribute("kubescribe.cpu_s", result.cpu_s)
         except UnsupportedAudioError:
             if len(window) > 0:
                 raise

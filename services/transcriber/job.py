@@ -163,6 +163,7 @@ async def _transcribe_one(
         wall = time.perf_counter()
         result = await asyncio.to_thread(engine.transcribe, path, model=job.model, language=recording.language)
         span.set_attribute("kubescribe.audio_s", result.audio_s)
+        span.set_attribute("kubescribe.cpu_s", result.cpu_s)
         transcript = Transcript(
             recording_id=recording.recording_id,
             text=result.text,
