@@ -25,6 +25,32 @@ JOB_SPEC = "kubescribe.transcription.job"
 """The contract's name in logs and in the ``event_type`` label of the unknown-fields counter."""
 
 
+class ChunkSpec(BaseModel):
+    """One time window of a long recording that the planner split (see ``services.dispatcher.splitting``).
+
+    ``start_s``/``end_s`` are the nominal cuts the planner chose by time; the transcriber widens
+    each inner edge by ``overlap_s`` and snaps it to the nearest silence (VAD on its own audio),
+    and the merge removes the words the overlap transcribed twice. The first chunk starts at 0 and
+    the last ends at the recording's end, whatever its measured length.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0, description="Position of the chunk, from 0.")
+    count: int = Field(ge=2, description="How many chunks the recording was split into (one plan).")
+    start_s: float = Field(ge=0, description="Nominal start of the window, seconds from the recording's start.")
+    end_s: float = Field(gt=0, description="Nominal end of the window, seconds from the recording's start.")
+    overlap_s: float = Field(0.0, ge=0, description="Audio each inner edge is widened by, before snapping to silence.")
+
+    @property
+    def first(self) -> bool:
+        return self.index == 0
+
+    @property
+    def last(self) -> bool:
+        return self.index == self.count - 1
+
+
 class JobRecording(BaseModel):
     """One recording inside a job, with what the transcriber needs to process and trace it."""
 
@@ -42,6 +68,16 @@ class JobRecording(BaseModel):
     """Per-recording decoder options from ``AudioReceived`` (the OpenAI API sets them)."""
     traceparent: str | None = Field(None, description="W3C trace context of the recording's trace.")
     event_id: str | None = Field(None, description="Id of the AudioReceived that asked for it.")
+    chunk: ChunkSpec | None = Field(
+        None, description="Set when this item is one window of a split long recording; None: the whole recording."
+    )
+
+    @property
+    def audio_s(self) -> float:
+        """Audio this item transcribes: its window for a chunk, else the whole (estimated) duration."""
+        if self.chunk is not None:
+            return self.chunk.end_s - self.chunk.start_s
+        return self.duration_s or 0.0
 
 
 class TranscriptionJob(BaseModel):
@@ -61,7 +97,7 @@ class TranscriptionJob(BaseModel):
 
     @property
     def audio_s(self) -> float:
-        return sum(r.duration_s or 0.0 for r in self.recordings)
+        return sum(r.audio_s for r in self.recordings)
 
 
 def parse_job(data: bytes | str) -> TranscriptionJob:

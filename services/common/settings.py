@@ -180,6 +180,17 @@ class DispatcherSettings(BaseSettings):
         "large-v3-turbo": "mig-2g.10gb",
     }
     """Model → DAS slice profile: right-sized MIG slices are the paper's DAS result."""
+    split_threshold_s: float = 300.0
+    """Recordings longer than this are split into chunks over the free slots / slices (0 disables).
+    Five minutes: below it one slot finishes in well under a minute on CPU, and splitting would only add model loads."""
+    split_min_chunk_s: float = 60.0
+    """No chunk is shorter than this: each chunk costs a model load and an overlap's re-transcription."""
+    split_max_chunks: int = 8
+    """Upper bound of chunks per recording, and the count used when no slot is free (or the backend
+    cannot tell, as on Kubernetes, where Kueue decides): enough to fill a GPU's seven MIG slices."""
+    split_overlap_s: float = 2.0
+    """Audio each inner chunk edge is widened by, so a word at a cut is heard whole by one chunk;
+    the merge removes what the overlap transcribed twice. Two seconds hold several words to align."""
 
 
 class TranscriberSettings(BaseSettings):

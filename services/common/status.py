@@ -90,6 +90,10 @@ class RecordingStatus(BaseModel):
         default_factory=dict, description="Per-stage numbers (ttft_s, audio_s, processing_s, ...)."
     )
     webhook: WebhookDelivery | None = Field(None, description="The completion webhook, when one is configured.")
+    chunks_done: dict[str, list[int]] = Field(
+        default_factory=dict,
+        description="A split recording's finished chunks: chunk count of the plan → indices stored (CAS-updated).",
+    )
 
     def advance(self, stage: RecordingStage, at: datetime | None = None) -> RecordingStatus:
         """Record that ``stage`` was reached; never moves the stage backwards (redelivery is harmless)."""

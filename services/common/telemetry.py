@@ -149,7 +149,8 @@ class StageSpan:
     ADMISSION_WAIT = "admission_wait"  # job created → running (Kueue admission, or a free local slot)
     MODEL_LOAD = "model_load"  # the job was handed to a process → its model is ready
     JOB_WAIT = "job_wait"  # in a packed job: model ready → this recording's turn (only when it had to wait)
-    TRANSCRIPTION = "transcription"
+    TRANSCRIPTION = "transcription"  # a split recording has one per chunk (kubescribe.chunk_index)
+    MERGE = "merge"  # a split recording's last chunk stitches the chunks (not a stage of ALL: it sits inside one)
     SUMMARIZATION_QUEUE = "summarization_queue"  # TranscriptReady → summarizer picks it up
     TTFT = "ttft"  # request sent → first token
     GENERATION = "generation"  # first token → last token
@@ -194,6 +195,11 @@ ATTRIBUTES = {
     "kubescribe.tokens_in": "Prompt tokens",
     "kubescribe.tokens_out": "Completion tokens",
     "kubescribe.backend": "local | kubernetes",
+    "kubescribe.cpu_s": "CPU seconds the transcriber process spent transcribing (wall time minus waiting for a core)",
+    "kubescribe.chunk_index": "Position of the chunk of a split recording, from 0",
+    "kubescribe.chunk_count": "Chunks the recording was split into",
+    "kubescribe.chunk_start_s": "Start of the chunk's audio window (after snapping), seconds",
+    "kubescribe.chunk_end_s": "End of the chunk's audio window (after snapping), seconds",
 }
 """Registry of our own span attribute names."""
 

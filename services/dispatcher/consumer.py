@@ -14,6 +14,9 @@ The keepalive and every settlement go through the messaging boundary
 with backoff and reported after ``MAX_DELIVER`` deliveries, and a shutdown hands every held
 message back at once.
 
+A split recording (its chunks in several jobs) is held until it is merged: a chunk's job ending
+settles it only when the recording is transcribed or when it was the last of its chunk jobs.
+
 Idempotency: a redelivered message for a recording that already has an outcome is acked; one
 for a recording held by this dispatcher replaces the held message; one whose status names a
 job the backend still runs is adopted, never dispatched twice. A job that ends without an
@@ -88,6 +91,8 @@ class Held:
     created_at: datetime
     attempts: int = 0
     job_id: str | None = None
+    chunk_jobs: set[str] = field(default_factory=set)
+    """Live jobs running chunks of this (split) recording: it settles when the last one ends."""
 
 
 @dataclass
@@ -311,6 +316,10 @@ class Dispatcher:
         for recording in job.recordings:
             held = self.held[recording.recording_id]
             held.job_id = job.job_id
+            if recording.chunk is not None:
+                held.chunk_jobs.add(job.job_id)
+            if recording.chunk is not None and not recording.chunk.first:
+                continue  # a split recording is one attempt, queued once: counted at its first chunk
             held.attempts += 1
             await self._status.advance(
                 recording.recording_id, RecordingStage.dispatched, job_id=job.job_id, attempts=held.attempts
@@ -379,16 +388,19 @@ class Dispatcher:
 
     def _owns(self, rid: str, job_id: str) -> bool:
         held = self.held.get(rid)
-        return held is not None and held.job_id == job_id
+        return held is not None and (held.job_id == job_id or job_id in held.chunk_jobs)
 
     async def _settle(self, rid: str, event: JobEvent) -> None:
         assert self._status is not None
+        self.held[rid].chunk_jobs.discard(event.job_id)
         status = await self._status.get(rid)
         if status is not None and status.stage in OUTCOMES:
             held = self._release(rid)
             assert held is not None
             await ack(held.msg)
             return
+        if self.held[rid].chunk_jobs:
+            return  # a split recording is done when merged: its other chunks' jobs are still running
         reason = f"job {event.job_id} ended {event.state.value}" + (f" ({event.reason})" if event.reason else "")
         if event.state is JobState.evicted:
             self.held[rid].attempts -= 1  # preemption is not the recording's fault

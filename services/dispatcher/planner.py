@@ -4,20 +4,23 @@ Loading a Whisper model costs more than transcribing a short clip, so short reco
 packed into one job until it holds ``target_job_audio_s`` of audio (or ``max_job_recordings``),
 waiting at most ``max_linger_s`` for company; a recording as long as a job goes alone. Jobs
 hold one model and one tenant (a Kueue LocalQueue per tenant, one model load per job) and
-higher priority is planned first. Full jobs leave at once only when there are enough of them
-for every free slot; otherwise the pending batch is spread evenly (by estimated cost) over the
-free slots when the linger ends, so that packing never leaves a core idle. No I/O here: the consumer feeds it
+higher priority is planned first. A recording longer than ``split_threshold_s`` is split into
+time windows, one job per chunk, over the free slots (:mod:`services.dispatcher.splitting`).
+Full jobs leave at once only when there are enough of them for every free slot; otherwise the
+pending batch is spread evenly (by estimated cost) over the free slots when the linger ends, so
+that packing never leaves a core idle. No I/O here: the consumer feeds it
 recordings and the clock, and submits what it returns.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from services.common.events import AudioReceived, Priority
 from services.common.settings import DispatcherSettings
 from services.dispatcher.domain import JobRecording, TranscriptionJob
+from services.dispatcher.splitting import split_recording
 
 PCM_BYTES_PER_S = 32000
 """16 kHz 16-bit mono: the size → duration estimate when the event has no duration."""
@@ -99,12 +102,18 @@ class Planner:
             if pending.not_before <= now:
                 groups.setdefault((pending.model, pending.recording.tenant), []).append(pending)
         batches: list[list[Pending]] = []
+        unclaimed = free_slots
         for items in groups.values():
             items.sort(key=lambda p: (-p.rank, p.seq))
             shorts = []
             for item in items:
-                if self.estimate_s(item.recording) >= self.settings.target_job_audio_s:
+                chunks = self.split(item, unclaimed)
+                if chunks:
+                    batches.extend([c] for c in chunks)
+                    unclaimed = None if unclaimed is None else max(0, unclaimed - len(chunks))
+                elif self.estimate_s(item.recording) >= self.settings.target_job_audio_s:
                     batches.append([item])
+                    unclaimed = None if unclaimed is None else max(0, unclaimed - 1)
                 else:
                     shorts.append(item)
             batches.extend(self._pack(shorts, now, free_slots))
@@ -114,6 +123,17 @@ class Planner:
                 self._pending.pop(recording.recording_id, None)
         jobs.sort(key=lambda j: -j.priority.rank)
         return jobs
+
+    def split(self, item: Pending, free_slots: int | None) -> list[Pending]:
+        """One pending item per chunk of a long recording, or ``[]`` to plan it whole.
+
+        Each long recording planned in one call claims the slots its chunks will take, so the
+        next one is spread over what is left (or over ``split_max_chunks`` when nothing is).
+        """
+        if item.recording.chunk is not None:
+            return []
+        chunks = split_recording(item.recording, self.estimate_s(item.recording), free_slots, self.settings)
+        return [replace(item, recording=chunk) for chunk in chunks]
 
     def _pack(self, items: list[Pending], now: float, free_slots: int | None) -> list[list[Pending]]:
         """Full jobs at once only when there are enough of them for every free slot; otherwise wait

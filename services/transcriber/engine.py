@@ -64,6 +64,8 @@ class Result:
     language: str | None
     audio_s: float
     processing_s: float
+    cpu_s: float = 0.0
+    """CPU time the process spent on it: on a shared machine, the part of ``processing_s`` that is work."""
 
     @property
     def word_count(self) -> int:
@@ -118,18 +120,34 @@ class Engine:
         ``word_timestamps``, ``prompt`` (Whisper's ``initial_prompt``) and ``temperature`` are the
         per-recording options of the OpenAI API; unset, decoding is exactly the default one.
         """
-        from faster_whisper import decode_audio
+        return self.transcribe_audio(
+            decode(path),
+            model=model,
+            language=language,
+            word_timestamps=word_timestamps,
+            prompt=prompt,
+            temperature=temperature,
+        )
 
+    def transcribe_audio(
+        self,
+        audio: Any,
+        *,
+        model: str | None = None,
+        language: str | None = None,
+        offset_s: float = 0.0,
+        word_timestamps: bool = False,
+        prompt: str | None = None,
+        temperature: float | None = None,
+    ) -> Result:
+        """Transcribe decoded 16 kHz samples; ``offset_s`` shifts every timestamp (a chunk's window
+        start), so a chunk's segments come out in the recording's absolute time."""
         display = self.load(model)
         whisper, pipeline = self._models[display]
-        try:
-            audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
-        except Exception as exc:  # PyAV raises InvalidDataError, EOFError, ValueError...
-            raise UnsupportedAudioError(f"cannot decode {path.name}: {type(exc).__name__}: {exc}") from exc
         audio_s = len(audio) / SAMPLE_RATE
         if audio_s == 0:
-            raise UnsupportedAudioError(f"{path.name} holds no audio samples")
-        start = time.perf_counter()
+            raise UnsupportedAudioError("the audio holds no samples")
+        start, cpu = time.perf_counter(), time.process_time()
         options: dict[str, Any] = {
             "language": language or self.settings.language,
             "beam_size": self.settings.beam_size,
@@ -146,10 +164,10 @@ class Engine:
             segments_iter, info = whisper.transcribe(audio, vad_filter=False, **options)
         segments = [
             Segment(
-                start=max(0.0, s.start),
-                end=max(0.0, s.end),
+                start=max(0.0, s.start) + offset_s,
+                end=max(0.0, s.end) + offset_s,
                 text=s.text.strip(),
-                words=_words(s.words) if word_timestamps else None,
+                words=_words(s.words, offset_s) if word_timestamps else None,
             )
             for s in segments_iter
         ]
@@ -160,11 +178,30 @@ class Engine:
             language=getattr(info, "language", None),
             audio_s=audio_s,
             processing_s=time.perf_counter() - start,
+            cpu_s=time.process_time() - cpu,
         )
 
 
-def _words(words: list[Any] | None) -> list[Word]:
+def decode(path: Path) -> Any:
+    """The file as 16 kHz mono float32 samples; undecodable or empty input raises :class:`UnsupportedAudioError`."""
+    from faster_whisper import decode_audio
+
+    try:
+        audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+    except Exception as exc:  # PyAV raises InvalidDataError, EOFError, ValueError...
+        raise UnsupportedAudioError(f"cannot decode {path.name}: {type(exc).__name__}: {exc}") from exc
+    if len(audio) == 0:
+        raise UnsupportedAudioError(f"{path.name} holds no audio samples")
+    return audio
+
+
+def _words(words: list[Any] | None, offset_s: float = 0.0) -> list[Word]:
     return [
-        Word(word=w.word.strip(), start=max(0.0, w.start), end=max(0.0, w.end), probability=w.probability)
+        Word(
+            word=w.word.strip(),
+            start=max(0.0, w.start) + offset_s,
+            end=max(0.0, w.end) + offset_s,
+            probability=w.probability,
+        )
         for w in words or ()
     ]

@@ -6,6 +6,11 @@ stream the audio to a temp file, transcribe, store the ``Transcript``, mark the 
 transcribed and publish ``TranscriptReady`` at once. One undecodable or missing recording fails
 alone (``report_failure`` at stage ``transcribe``); the others go on.
 
+A chunk of a split recording (``JobRecording.chunk``) is run by :mod:`services.transcriber.chunks`
+instead, and the job stores and publishes only when that chunk completed the set (the merge).
+Chunks skip the "names another job" check: the chunks of one recording run in several jobs at
+once by design, and their writes are idempotent (results by key, done-set by compare-and-set).
+
 ``TranscriptReady`` ids are derived from the recording id, so a re-publish after a crash (or a
 retried job) is dropped by JetStream's duplicate window and deduped by consumers on ``id``.
 """
@@ -32,6 +37,7 @@ from services.common.status import RecordingStage, StatusStore
 from services.common.storage import get_bytes, get_to_file, put_bytes
 from services.common.telemetry import StageSpan, extract_context, record_span, tracer
 from services.common.topology import TRANSCRIPTS_BUCKET
+from services.transcriber.chunks import run_chunk
 from services.transcriber.engine import Engine
 
 logger = logging.getLogger(__name__)
@@ -98,12 +104,17 @@ async def run_job(
             if status.stage is RecordingStage.transcribed and status.transcript is not None:
                 await _republish(js, status.transcript, recording)
             continue
-        if status is not None and status.job_id not in (None, job.job_id):
+        if recording.chunk is None and status is not None and status.job_id not in (None, job.job_id):
             logger.warning("skipping %s: it now belongs to job %s", recording.recording_id, status.job_id)
             outcome.skipped.append(recording.recording_id)
             continue
         try:
-            await _transcribe_one(js, store, job, recording, engine, model)
+            if recording.chunk is not None:
+                merged = await run_chunk(js, store, job, recording, engine, model)
+                if merged is not None:
+                    await finish(js, store, job, recording, merged, wall_s=merged.processing_s)
+            else:
+                await _transcribe_one(js, store, job, recording, engine, model)
             outcome.transcribed.append(recording.recording_id)
         except PermanentError as exc:
             await report_failure(
@@ -160,6 +171,7 @@ async def _transcribe_one(
             temperature=recording.temperature,
         )
         span.set_attribute("kubescribe.audio_s", result.audio_s)
+        span.set_attribute("kubescribe.cpu_s", result.cpu_s)
         transcript = Transcript(
             recording_id=recording.recording_id,
             text=result.text,
@@ -170,21 +182,34 @@ async def _transcribe_one(
             processing_s=result.processing_s,
             job_id=job.job_id,
         )
-        ref = await put_bytes(js, TRANSCRIPTS_BUCKET, recording.recording_id, transcript.model_dump_json().encode())
-        await store.advance(
-            recording.recording_id,
-            RecordingStage.transcribed,
-            transcript=ref,
-            job_id=job.job_id,
-            metrics={
-                "audio_s": result.audio_s,
-                "processing_s": result.processing_s,
-                "transcribe_wall_s": time.perf_counter() - wall,
-                "word_count": float(result.word_count),
-            },
-        )
-        await publish_event(js, _ready_event(transcript, ref, recording))
+        await finish(js, store, job, recording, transcript, wall_s=time.perf_counter() - wall)
         span.set_status(trace.StatusCode.OK)
+
+
+async def finish(
+    js: JetStreamContext,
+    store: StatusStore,
+    job: TranscriptionJob,
+    recording: JobRecording,
+    transcript: Transcript,
+    *,
+    wall_s: float,
+) -> None:
+    """Store the recording's transcript, mark it transcribed, publish its one ``TranscriptReady``."""
+    ref = await put_bytes(js, TRANSCRIPTS_BUCKET, recording.recording_id, transcript.model_dump_json().encode())
+    await store.advance(
+        recording.recording_id,
+        RecordingStage.transcribed,
+        transcript=ref,
+        job_id=job.job_id,
+        metrics={
+            "audio_s": transcript.audio_s,
+            "processing_s": transcript.processing_s,
+            "transcribe_wall_s": wall_s,
+            "word_count": float(len(transcript.text.split())),
+        },
+    )
+    await publish_event(js, _ready_event(transcript, ref, recording))
 
 
 def _ready_event(transcript: Transcript, ref, recording: JobRecording) -> TranscriptReady:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from services.common.events import AudioReceived, ObjectRef, Priority
@@ -66,7 +68,7 @@ def test_the_recording_cap_bounds_a_job() -> None:
 
 def test_long_recordings_go_alone_without_lingering() -> None:
     planner = Planner(settings())
-    long = pending(600.0)
+    long = pending(200.0)  # longer than a job, shorter than split_threshold_s
     planner.add(long)
     planner.add(pending(5.0))
     jobs = planner.plan(now=0.0)
@@ -155,3 +157,75 @@ def test_enough_full_jobs_for_every_slot_leave_without_lingering() -> None:
     for _ in range(10):
         planner.add(pending(5.0))
     assert [j.audio_s for j in planner.plan(now=0.0, free_slots=2)] == [10.0] * 5
+
+
+# --- splitting long recordings -------------------------------------------------------------------
+def test_a_recording_over_the_threshold_is_split_over_the_free_slots_at_once() -> None:
+    planner = Planner(settings(split_threshold_s=300.0, split_overlap_s=2.0))
+    long = pending(600.0)
+    planner.add(long)
+    jobs = planner.plan(now=0.0, free_slots=2)
+    assert [len(j.recordings) for j in jobs] == [1, 1]
+    chunks = [j.recordings[0].chunk for j in jobs]
+    assert all(j.recordings[0].recording_id == long.recording.recording_id for j in jobs)
+    assert [(c.index, c.count, c.start_s, c.end_s, c.overlap_s) for c in chunks] == [
+        (0, 2, 0.0, 300.0, 2.0),
+        (1, 2, 300.0, 600.0, 2.0),
+    ]
+    assert [j.audio_s for j in jobs] == [300.0, 300.0]
+    assert len(planner) == 0
+
+
+def test_a_recording_at_the_threshold_stays_whole() -> None:
+    planner = Planner(settings(split_threshold_s=300.0))
+    planner.add(pending(300.0))
+    jobs = planner.plan(now=0.0, free_slots=4)
+    assert [j.recordings[0].chunk for j in jobs] == [None]
+
+
+def test_no_free_slot_splits_into_the_maximum_and_no_chunk_is_shorter_than_the_minimum() -> None:
+    from services.dispatcher.splitting import chunk_count
+
+    config = settings(split_threshold_s=300.0, split_max_chunks=8, split_min_chunk_s=60.0)
+    assert chunk_count(3600.0, 0, config) == 8
+    assert chunk_count(3600.0, None, config) == 8
+    assert chunk_count(3600.0, 3, config) == 3
+    assert chunk_count(330.0, 8, config) == 5  # 5 x 66 s: a sixth would be shorter than 60 s
+    assert chunk_count(3600.0, 1, config) == 1  # one free slot: nothing to spread over
+    assert chunk_count(3600.0, 4, settings(split_threshold_s=0)) == 1  # 0 disables splitting
+
+
+def test_split_plan_is_pure_and_tiles_the_recording() -> None:
+    from services.dispatcher.splitting import split_plan
+
+    config = settings(split_threshold_s=300.0)
+    plan = split_plan(1000.0, 3, config)
+    assert plan == split_plan(1000.0, 3, config)
+    assert plan[0].start_s == 0.0 and plan[-1].end_s == 1000.0
+    assert all(a.end_s == b.start_s for a, b in itertools.pairwise(plan))
+    assert split_plan(200.0, 3, config) == []
+
+
+def test_two_long_recordings_share_the_free_slots() -> None:
+    planner = Planner(settings(split_threshold_s=300.0, split_max_chunks=4))
+    first, second = pending(600.0), pending(600.0)
+    planner.add(first)
+    planner.add(second)
+    jobs = planner.plan(now=0.0, free_slots=2)
+    by_recording: dict[str, int] = {}
+    for job in jobs:
+        rid = job.recordings[0].recording_id
+        by_recording[rid] = by_recording.get(rid, 0) + 1
+    # the first takes both free slots; nothing is free for the second, so it spreads over the maximum
+    assert by_recording == {first.recording.recording_id: 2, second.recording.recording_id: 4}
+
+
+def test_a_retried_chunkless_recording_is_split_again_and_a_chunk_is_never_split() -> None:
+    planner = Planner(settings(split_threshold_s=300.0))
+    chunked = pending(600.0)
+    planner.add(chunked)
+    chunk = planner.plan(now=0.0, free_slots=2)[0].recordings[0]
+    again = Pending(chunk, "tiny.en", arrived=1.0)
+    planner.add(again)
+    jobs = planner.plan(now=1.0, free_slots=4)
+    assert [j.recordings[0].chunk for j in jobs] == [chunk.chunk]
