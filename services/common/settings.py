@@ -81,6 +81,9 @@ class IngestSettings(BaseSettings):
     port: int = 8080
     max_upload_bytes: int = 512 << 20
     """512 MiB is ~4.6 h of 16-bit 16 kHz WAV, beyond any meeting; larger gets 413."""
+    max_duration_s: float = 4 * 3600.0
+    """Longer recordings get 422 ``too_long``: four hours is past any meeting, and a compressed
+    upload far under the byte limit could otherwise hold days of audio (and of GPU time)."""
     public_url: str | None = None
     """Base of the ``status_url`` links; defaults to the request's own URL."""
 

@@ -36,6 +36,7 @@ from services.common.telemetry import StageSpan, current_traceparent, tracer
 from services.common.topology import AUDIO_BUCKET, IDEMPOTENCY_BUCKET, ensure_topology
 from services.ingest.errors import ApiError, UnavailableError
 from services.ingest.idempotency import IdempotencyClaims
+from services.ingest.integrity import check_audio
 from services.ingest.metrics import IngestMetrics
 from services.ingest.probe import AudioInfo, probe_file
 from services.ingest.upload import Spool, UploadError, open_upload
@@ -119,7 +120,10 @@ class IngestService:
                 try:
 
                     async def probe(ref: ObjectRef) -> None:
-                        probed.append(await asyncio.to_thread(probe_file, spool.source()))
+                        info = await asyncio.to_thread(probe_file, spool.source())
+                        limit = self.settings.ingest.max_duration_s
+                        await asyncio.to_thread(check_audio, spool.source(), info, max_duration_s=limit)
+                        probed.append(info)
 
                     ref = await put_stream(
                         self.js,
