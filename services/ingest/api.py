@@ -16,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 from services.common.settings import Settings
 from services.ingest.auth import BearerAuth
 from services.ingest.errors import add_error_handlers
+from services.ingest.keys import KeyRing
 from services.ingest.middleware import MetricsMiddleware
 from services.ingest.routes import probes, router
 from services.ingest.service import IngestService
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None, *, nc: NatsClient | None = None
         lifespan=lifespan,
     )
     app.state.service = service
-    app.state.auth = BearerAuth(settings.api.api_token)
+    app.state.auth = BearerAuth(KeyRing(settings.api.api_keys_file, settings.api.api_token))
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     add_error_handlers(app)
     app.include_router(router)

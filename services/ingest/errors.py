@@ -32,9 +32,12 @@ class ApiError(PermanentError):
     Permanent because the same request gets the same answer; the client has to change it.
     """
 
-    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail, self.extra = status, code, detail, extra
+        self.headers = headers
 
 
 class UnavailableError(TemporaryError):
@@ -48,17 +51,20 @@ class UnavailableError(TemporaryError):
         self.detail = detail
 
 
-def error_response(request: Request, status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+def error_response(
+    request: Request, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     """The JSON error answer; a rejected upload is counted by its ``code`` in the app's service metrics."""
     if request.method == "POST" and status >= 400:
         request.app.state.service.metrics.rejections.labels(code).inc()
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(request, exc.status, exc.code, exc.detail, **exc.extra)
+    return error_response(request, exc.status, exc.code, exc.detail, headers=exc.headers, **exc.extra)
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -28,6 +28,7 @@ from services.ingest.auth import BearerAuth
 from services.ingest.errors import ApiError
 from services.ingest.formats import MEDIA_TYPES, RENDERERS
 from services.ingest.idempotency import claim_key
+from services.ingest.keys import Principal
 from services.ingest.responses import ERROR_RESPONSES, UPLOAD_BODY, UPLOAD_RESPONSES, not_ready_responses
 from services.ingest.service import IngestService
 
@@ -43,17 +44,37 @@ def get_settings(service: Annotated[IngestService, Depends(get_service)]) -> Set
     return service.settings
 
 
-async def require_token(request: Request) -> None:
+async def require_token(request: Request) -> Principal:
     """The bearer check of every /v1 route, answered in the API's error shape (not FastAPI's)."""
     auth: BearerAuth = request.app.state.auth
     try:
-        await auth(request)
+        return await auth(request)
     except HTTPException as exc:
         raise ApiError(401, "unauthorized", exc.detail) from exc
 
 
 ServiceDep = Annotated[IngestService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+PrincipalDep = Annotated[Principal, Depends(require_token)]
+
+
+def acting_tenant(principal: Principal, requested: str | None) -> str:
+    """The tenant a request acts for: the key's own; only an admin key (or no auth) may name one in X-Tenant."""
+    if not principal.admin:
+        assert principal.tenant is not None
+        if requested is not None and requested != principal.tenant:
+            raise ApiError(
+                403,
+                "tenant_forbidden",
+                f"this API key belongs to tenant {principal.tenant!r} and cannot act for {requested!r}: "
+                "drop X-Tenant or use a key of that tenant",
+            )
+        return principal.tenant
+    tenant = requested or "default"
+    if not _TENANT_RE.match(tenant):
+        raise ApiError(422, "invalid_tenant", f"X-Tenant {tenant!r} is not a DNS label (a-z, 0-9, -; ≤63)")
+    return tenant
+
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=ERROR_RESPONSES)
 """Recordings: upload, status and results, behind the bearer check."""
@@ -68,16 +89,14 @@ probes = APIRouter()
     openapi_extra=UPLOAD_BODY,
     responses=UPLOAD_RESPONSES,
 )
-async def upload(request: Request, service: ServiceDep, settings: SettingsDep) -> JSONResponse:
+async def upload(request: Request, service: ServiceDep, settings: SettingsDep, principal: PrincipalDep) -> JSONResponse:
     """Stream the body into the audio Object Store, probe it and publish AudioReceived.
 
     Headers: ``Idempotency-Key`` (same key and tenant → same id, nothing stored twice),
     ``X-Tenant`` (a DNS label), ``X-Priority`` (low | normal | high), ``X-Model``, ``X-Language``.
     """
     headers = request.headers
-    tenant = headers.get("x-tenant", "default")
-    if not _TENANT_RE.match(tenant):
-        raise ApiError(422, "invalid_tenant", f"X-Tenant {tenant!r} is not a DNS label (a-z, 0-9, -; ≤63)")
+    tenant = acting_tenant(principal, headers.get("x-tenant"))
     try:
         priority = Priority(headers.get("x-priority", "normal").lower())
     except ValueError:
@@ -97,14 +116,16 @@ async def upload(request: Request, service: ServiceDep, settings: SettingsDep) -
         if revision is None:
             return _accepted(request, settings, {"id": owner}, replayed=True)
     try:
-        body = await service.accept(
-            request,
-            recording_id=recording_id,
-            tenant=tenant,
-            priority=priority,
-            model=headers.get("x-model"),
-            language=headers.get("x-language"),
-        )
+        _check_in_flight(service, settings, tenant)
+        with service.inflight.uploading(tenant):
+            body = await service.accept(
+                request,
+                recording_id=recording_id,
+                tenant=tenant,
+                priority=priority,
+                model=headers.get("x-model"),
+                language=headers.get("x-language"),
+            )
     except BaseException:  # also on cancellation: a failed upload must not be replayed
         if claim and revision is not None:
             await asyncio.shield(service.claims.release(claim, revision))
@@ -113,9 +134,11 @@ async def upload(request: Request, service: ServiceDep, settings: SettingsDep) -
 
 
 @router.get("/recordings/{recording_id}", summary="Status of a recording")
-async def get_status(recording_id: str, request: Request, service: ServiceDep, settings: SettingsDep) -> JSONResponse:
+async def get_status(
+    recording_id: str, request: Request, service: ServiceDep, settings: SettingsDep, principal: PrincipalDep
+) -> JSONResponse:
     """Stage, job id, per-stage timestamps, error if any, and links to the results."""
-    status = await _status(service, recording_id)
+    status = await _status(service, recording_id, principal)
     base = _base_url(request, settings)
     links = {"self": f"{base}/v1/recordings/{recording_id}"}
     if status.transcript:
@@ -132,10 +155,13 @@ async def get_status(recording_id: str, request: Request, service: ServiceDep, s
     responses=not_ready_responses("transcribed"),
 )
 async def get_transcript(
-    recording_id: str, service: ServiceDep, format: Literal["json", "txt", "srt", "vtt"] = "json"
+    recording_id: str,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    format: Literal["json", "txt", "srt", "vtt"] = "json",
 ) -> Response:
     """JSON (text, segments with timestamps), or rendered as txt, srt or vtt."""
-    status = await _status(service, recording_id)
+    status = await _status(service, recording_id, principal)
     if status.transcript is None:
         raise _not_ready(status, "transcript")
     transcript = Transcript.model_validate_json(await _document(service, status.transcript))
@@ -149,8 +175,8 @@ async def get_transcript(
     summary="Summary of a recording",
     responses=not_ready_responses("summarized"),
 )
-async def get_summary(recording_id: str, service: ServiceDep) -> JSONResponse:
-    status = await _status(service, recording_id)
+async def get_summary(recording_id: str, service: ServiceDep, principal: PrincipalDep) -> JSONResponse:
+    status = await _status(service, recording_id, principal)
     if status.summary is None:
         raise _not_ready(status, "summary")
     summary = Summary.model_validate_json(await _document(service, status.summary))
@@ -195,13 +221,31 @@ def _accepted(request: Request, settings: Settings, body: dict[str, Any], *, rep
     return JSONResponse({**body, "status_url": status_url, "replayed": replayed}, status_code=202, headers=headers)
 
 
-async def _status(service: IngestService, recording_id: str) -> RecordingStatus:
+async def _status(service: IngestService, recording_id: str, principal: Principal) -> RecordingStatus:
+    """The recording's status, if the caller may see it: another tenant's recording is 404, as if absent,
+    so ids of other tenants cannot even be probed for existence."""
     if not is_valid_id(recording_id):
         raise ApiError(404, "not_found", f"{recording_id!r} is not a recording id (a 26-character ULID)")
     status = await service.status.get(recording_id)
-    if status is None:
+    if status is None or not (principal.admin or status.tenant == principal.tenant):
         raise ApiError(404, "not_found", f"no recording {recording_id}")
     return status
+
+
+IN_FLIGHT_RETRY_AFTER_S = 10
+"""What a 429 asks the client to wait: about the time a short recording takes to clear the pipeline."""
+
+
+def _check_in_flight(service: IngestService, settings: Settings, tenant: str) -> None:
+    limit = settings.ingest.tenant_max_in_flight.get(tenant, settings.ingest.max_in_flight)
+    if limit and (count := service.inflight.count(tenant)) >= limit:
+        raise ApiError(
+            429,
+            "too_many_in_flight",
+            f"tenant {tenant!r} has {count} recordings in flight; the limit is {limit} "
+            "(KUBESCRIBE_INGEST_MAX_IN_FLIGHT): retry when some have finished",
+            headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_S)},
+        )
 
 
 async def _document(service: IngestService, ref: ObjectRef) -> bytes:

@@ -36,6 +36,7 @@ from services.common.telemetry import StageSpan, current_traceparent, tracer
 from services.common.topology import AUDIO_BUCKET, IDEMPOTENCY_BUCKET, ensure_topology
 from services.ingest.errors import ApiError, UnavailableError
 from services.ingest.idempotency import IdempotencyClaims
+from services.ingest.inflight import InFlight
 from services.ingest.integrity import check_audio
 from services.ingest.metrics import IngestMetrics
 from services.ingest.probe import AudioInfo, probe_file
@@ -60,6 +61,7 @@ class IngestService:
         self.metrics = IngestMetrics()
         self._status: StatusStore | None = None
         self._claims: IdempotencyClaims | None = None
+        self.inflight = InFlight()
 
     @property
     def js(self) -> JetStreamContext:
@@ -82,8 +84,10 @@ class IngestService:
             await ensure_topology(self.nc.jetstream(), self.settings.streams)
         self._status = await StatusStore.open(self.js)
         self._claims = IdempotencyClaims(await self.js.key_value(IDEMPOTENCY_BUCKET), self._status)
+        await self.inflight.start(self._status.kv)
 
     async def stop(self) -> None:
+        await self.inflight.stop()
         if self.owns_nc and self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
