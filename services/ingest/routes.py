@@ -23,8 +23,10 @@ from services.common.ids import is_valid_id, new_id
 from services.common.settings import Settings
 from services.common.status import RecordingStage, RecordingStatus
 from services.common.storage import get_bytes
+from services.common.tombstones import deleted_tenant
 from services.common.topology import AUDIO_BUCKET, AUDIO_STREAM
 from services.ingest.auth import BearerAuth
+from services.ingest.deletion import delete_recording
 from services.ingest.errors import ApiError
 from services.ingest.formats import MEDIA_TYPES, RENDERERS
 from services.ingest.idempotency import claim_key
@@ -181,6 +183,26 @@ async def get_summary(recording_id: str, service: ServiceDep, principal: Princip
         raise _not_ready(status, "summary")
     summary = Summary.model_validate_json(await _document(service, status.summary))
     return JSONResponse(summary.model_dump(mode="json"))
+
+
+@router.delete(
+    "/recordings/{recording_id}",
+    status_code=204,
+    summary="Delete a recording",
+    response_class=Response,
+    responses={204: {"description": "Deleted (or already deleted): audio, transcript, summary and status."}},
+)
+async def delete(recording_id: str, service: ServiceDep, principal: PrincipalDep) -> Response:
+    """Remove the audio, transcript, summary, status and idempotency claim; a job still working on it
+    drops it. Idempotent: deleting again answers 204 to the recording's tenant."""
+    if not is_valid_id(recording_id):
+        raise ApiError(404, "not_found", f"{recording_id!r} is not a recording id (a 26-character ULID)")
+    status = await service.status.get(recording_id)
+    tenant = status.tenant if status is not None else await deleted_tenant(service.js, recording_id)
+    if tenant is None or not (principal.admin or tenant == principal.tenant):
+        raise ApiError(404, "not_found", f"no recording {recording_id}")
+    await delete_recording(service.js, service.status, service.claims, recording_id, tenant=tenant)
+    return Response(status_code=204)
 
 
 @probes.get("/healthz", summary="Liveness", include_in_schema=True)

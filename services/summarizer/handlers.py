@@ -33,6 +33,7 @@ from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import get_bytes, put_bytes
 from services.common.telemetry import StageSpan, extract_context, record_span, tracer
+from services.common.tombstones import is_deleted
 from services.common.topology import SUMMARIES_BUCKET
 from services.summarizer import metrics
 from services.summarizer.client import ChatClient, LlmUnavailableError
@@ -52,7 +53,7 @@ INFLIGHT = "summarizer_inflight"
 class Outcome:
     """What happened to one message; the consumer acks in every case."""
 
-    kind: str  # summarized | duplicate | republished | invalid | failed
+    kind: str  # summarized | duplicate | republished | invalid | failed | deleted
     recording_id: str | None = None
     failure: RecordingFailed | None = None
 
@@ -95,6 +96,8 @@ class SummarizeHandler:
             logger.debug("recording %s already summarized: ack without a gateway call", event.recording_id)
             metrics.OUTCOMES.labels("duplicate").inc()
             return Outcome("duplicate", event.recording_id)
+        if await is_deleted(self.js, event.recording_id):
+            return Outcome("deleted", event.recording_id)
 
         traceparent = (headers or {}).get("traceparent") or (status.traceparent if status else None)
         parent = extract_context({"traceparent": traceparent} if traceparent else None)
@@ -149,6 +152,8 @@ class SummarizeHandler:
                     metrics.OUTCOMES.labels("failed").inc()
                     trace.get_current_span().set_status(trace.StatusCode.ERROR, str(exc)[:200])
                     return Outcome("failed", event.recording_id, failure)
+                if await is_deleted(self.js, event.recording_id):  # deleted while summarizing
+                    return Outcome("deleted", event.recording_id)
                 ref = await put_bytes(self.js, SUMMARIES_BUCKET, event.recording_id, summary.model_dump_json().encode())
                 await store.advance(
                     event.recording_id,

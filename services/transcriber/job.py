@@ -30,6 +30,7 @@ from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, StatusStore
 from services.common.storage import get_bytes, get_to_file, put_bytes
 from services.common.telemetry import StageSpan, extract_context, record_span, tracer
+from services.common.tombstones import is_deleted
 from services.common.topology import TRANSCRIPTS_BUCKET
 from services.dispatcher.domain import JobRecording, TranscriptionJob
 from services.transcriber.engine import Engine
@@ -93,7 +94,7 @@ async def run_job(
                 attributes=_attributes(job, recording),
             )
         status = await store.get(recording.recording_id)
-        if status is not None and status.stage in _DONE:
+        if (status is not None and status.stage in _DONE) or await is_deleted(js, recording.recording_id):
             outcome.skipped.append(recording.recording_id)
             if status.stage is RecordingStage.transcribed and status.transcript is not None:
                 await _republish(js, status.transcript, recording)
@@ -162,6 +163,8 @@ async def _transcribe_one(
             processing_s=result.processing_s,
             job_id=job.job_id,
         )
+        if await is_deleted(js, recording.recording_id):  # deleted while transcribing: write nothing
+            return
         ref = await put_bytes(js, TRANSCRIPTS_BUCKET, recording.recording_id, transcript.model_dump_json().encode())
         await store.advance(
             recording.recording_id,
