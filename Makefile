@@ -27,8 +27,20 @@ demo: $(VENV)/.installed-llm
 up: $(VENV)/.installed-llm
 	HF_HUB_OFFLINE=1 $(BIN)/kubescribe up
 
+# schemathesis (API fuzzing, tests/fuzz) pins many libraries of its own: it gets its own venv.
+TOOLS ?= /work/tools
+SCHEMATHESIS_VERSION ?= 4.32.5
+$(TOOLS)/schemathesis/.installed-$(SCHEMATHESIS_VERSION):
+	$(PYTHON) -m venv $(TOOLS)/schemathesis
+	$(TOOLS)/schemathesis/bin/pip install --quiet 'schemathesis==$(SCHEMATHESIS_VERSION)'
+	@touch $@
+
+## schemathesis: create the schemathesis venv the fuzz test runs (make test does)
+.PHONY: schemathesis
+schemathesis: $(TOOLS)/schemathesis/.installed-$(SCHEMATHESIS_VERSION)
+
 ## test: install with the dev extra, lint, check generated files, run every test
-test: $(VENV)/.installed-dev lint
+test: $(VENV)/.installed-dev lint schemathesis
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-quick: skip the slow end-to-end tests

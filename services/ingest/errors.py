@@ -20,7 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from services.common.errors import PermanentError, TemporaryError, UnsupportedAudioError
 from services.common.storage import ObjectTooLargeError
@@ -81,8 +84,29 @@ async def _not_audio(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 415, "not_audio", str(exc))
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors; a 405 lists in ``Allow`` the methods of *every* route on the path
+    (Starlette names only the first route's, and GET and DELETE of a recording are two routes)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code != 405:
+        return await http_exception_handler(request, exc)
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] is not Match.NONE:
+            allowed |= set(getattr(route, "methods", None) or ())
+    allow = ", ".join(sorted(allowed))
+    return error_response(
+        request,
+        405,
+        "method_not_allowed",
+        f"{request.method} is not allowed here; use {allow}",
+        headers={"Allow": allow},
+    )
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """One handler per error type (``UploadError`` is an ``ApiError`` and shares its handler)."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(UnavailableError, _unavailable)
     app.add_exception_handler(ObjectTooLargeError, _too_large)

@@ -88,6 +88,7 @@ probes = APIRouter()
     "/recordings",
     status_code=202,
     summary="Upload a recording",
+    operation_id="upload_recording",
     openapi_extra=UPLOAD_BODY,
     responses=UPLOAD_RESPONSES,
 )
@@ -135,7 +136,7 @@ async def upload(request: Request, service: ServiceDep, settings: SettingsDep, p
     return _accepted(request, settings, body, replayed=False)
 
 
-@router.get("/recordings/{recording_id}", summary="Status of a recording")
+@router.get("/recordings/{recording_id}", summary="Status of a recording", operation_id="get_recording")
 async def get_status(
     recording_id: str, request: Request, service: ServiceDep, settings: SettingsDep, principal: PrincipalDep
 ) -> JSONResponse:
@@ -154,6 +155,7 @@ async def get_status(
 @router.get(
     "/recordings/{recording_id}/transcript",
     summary="Transcript of a recording",
+    operation_id="get_transcript",
     responses=not_ready_responses("transcribed"),
 )
 async def get_transcript(
@@ -175,6 +177,7 @@ async def get_transcript(
 @router.get(
     "/recordings/{recording_id}/summary",
     summary="Summary of a recording",
+    operation_id="get_summary",
     responses=not_ready_responses("summarized"),
 )
 async def get_summary(recording_id: str, service: ServiceDep, principal: PrincipalDep) -> JSONResponse:
@@ -189,6 +192,7 @@ async def get_summary(recording_id: str, service: ServiceDep, principal: Princip
     "/recordings/{recording_id}",
     status_code=204,
     summary="Delete a recording",
+    operation_id="delete_recording",
     response_class=Response,
     responses={204: {"description": "Deleted (or already deleted): audio, transcript, summary and status."}},
 )
@@ -210,7 +214,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@probes.get("/readyz", summary="Readiness: NATS connected and the topology present")
+@probes.get(
+    "/readyz",
+    summary="Readiness: NATS connected and the topology present",
+    responses={503: {"description": "Not ready; ``problems`` says why."}},
+)
 async def readyz(service: ServiceDep) -> JSONResponse:
     problems = []
     if service.nc is None or not service.nc.is_connected:
