@@ -34,6 +34,9 @@ from services.common.events import TENANT_PATTERN
 KEYS_FILE_NAME = "api-keys.json"
 """Inside the data directory; ``KUBESCRIBE_API_KEYS_FILE`` points at it (or at the chart's Secret)."""
 KEY_PREFIX = "ks_"
+LOCAL_KEY_FILE = "local-api-key"
+"""The admin key ``kubescribe up`` generates, kept (mode 0600) beside the keys file so that
+``submit``, ``demo`` and ``delete`` on the same machine find it, and a restart keeps it."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,20 @@ def revoke_key(path: Path, key_id: str) -> bool:
     kept = [k for k in keys if k.id != key_id]
     write_keys(path, kept)
     return len(kept) != len(keys)
+
+
+def ensure_local_key(data_dir: Path) -> str:
+    """The local stack's admin key: the one in ``data_dir`` if it still authenticates, else a new one."""
+    keys_path, key_path = data_dir / KEYS_FILE_NAME, data_dir / LOCAL_KEY_FILE
+    with contextlib.suppress(OSError):
+        key = key_path.read_text().strip()
+        if key and KeyRing(keys_path).authenticate(key) is not None:
+            return key
+    _, key = create_key(keys_path, tenant=None, admin=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
 
 
 class KeyRing:

@@ -22,14 +22,11 @@ from rich.console import Console
 
 from services.common.settings import ApiSettings, IngestSettings, RuntimeSettings
 from services.ingest.client import auth_headers
-from services.ingest.keys import KEYS_FILE_NAME, create_key, read_keys, revoke_key
+from services.ingest.keys import KEYS_FILE_NAME, LOCAL_KEY_FILE, create_key, read_keys, revoke_key
 
 console = Console()
 err_console = Console(stderr=True)
 keys_app = typer.Typer(help="Per-tenant API keys of the ingest API.", no_args_is_help=True)
-
-LOCAL_KEY_FILE = "local-api-key"
-"""The key ``kubescribe up`` generates, readable by its owner, so ``submit``/``demo``/``delete`` find it."""
 
 
 def keys_file() -> Path:
