@@ -40,6 +40,7 @@ from services.ingest.inflight import InFlight
 from services.ingest.integrity import check_audio
 from services.ingest.metrics import IngestMetrics
 from services.ingest.probe import AudioInfo, probe_file
+from services.ingest.retention import RetentionSweeper
 from services.ingest.upload import Spool, UploadError, open_upload
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class IngestService:
         self._status: StatusStore | None = None
         self._claims: IdempotencyClaims | None = None
         self.inflight = InFlight()
+        self.retention: RetentionSweeper | None = None
 
     @property
     def js(self) -> JetStreamContext:
@@ -85,8 +87,12 @@ class IngestService:
         self._status = await StatusStore.open(self.js)
         self._claims = IdempotencyClaims(await self.js.key_value(IDEMPOTENCY_BUCKET), self._status)
         await self.inflight.start(self._status.kv)
+        self.retention = RetentionSweeper(self.js, self._status, self._claims, self.settings.ingest)
+        self.retention.start()
 
     async def stop(self) -> None:
+        if self.retention is not None:
+            await self.retention.stop()
         await self.inflight.stop()
         if self.owns_nc and self.nc is not None:
             with contextlib.suppress(Exception):
