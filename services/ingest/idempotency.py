@@ -45,7 +45,11 @@ class IdempotencyClaims:
         without scanning the bucket."""
         owner, revision = await self._claim(key, recording_id)
         if revision is not None:
-            await self.kv.put(_reverse(recording_id), key.encode())
+            try:
+                await self.kv.put(_reverse(recording_id), key.encode())
+            except Exception as exc:  # without it a deletion could not find the claim: give it back
+                await self.release(key, revision)
+                raise UnavailableError(f"could not record the Idempotency-Key ({type(exc).__name__}); retry") from exc
         return owner, revision
 
     async def forget(self, recording_id: str) -> list[str]:

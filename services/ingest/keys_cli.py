@@ -14,6 +14,7 @@ Keys go to ``KUBESCRIBE_API_KEYS_FILE`` (default ``<data_dir>/api-keys.json``, t
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ import typer
 from rich.console import Console
 
 from services.common.settings import ApiSettings, IngestSettings, RuntimeSettings
-from services.ingest.client import auth_headers
+from services.ingest.client import SubmitError, delete_recording
 from services.ingest.keys import KEYS_FILE_NAME, LOCAL_KEY_FILE, create_key, read_keys, revoke_key
 
 console = Console()
@@ -77,21 +78,19 @@ def delete(
     """Delete a recording: its audio, transcript, summary and status; a job still on it drops it."""
     ingest = IngestSettings()
     base = url or ingest.public_url or f"http://{ingest.host}:{ingest.port}"
+
+    async def run() -> None:
+        async with httpx.AsyncClient(base_url=base.rstrip("/"), timeout=30) as client:
+            await delete_recording(client, recording_id, token=token or local_key())
+
     try:
-        response = httpx.delete(
-            f"{base.rstrip('/')}/v1/recordings/{recording_id}", headers=auth_headers(token or local_key()), timeout=30
-        )
+        asyncio.run(run())
     except httpx.HTTPError as exc:
         err_console.print(f"[red]{type(exc).__name__}[/red]: {exc} (is the ingest API at {base}?)")
         raise typer.Exit(1) from exc
-    if response.status_code != 204:
-        detail = (
-            response.json().get("detail")
-            if response.headers.get("content-type", "").startswith("application/json")
-            else response.text
-        )
-        err_console.print(f"[red]{response.status_code}[/red]: {detail}", highlight=False)
-        raise typer.Exit(1)
+    except SubmitError as exc:
+        err_console.print(f"[red]SubmitError[/red]: {exc}", highlight=False)
+        raise typer.Exit(1) from exc
     console.print(f"deleted {recording_id}")
 
 

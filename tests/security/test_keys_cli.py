@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.ingest.keys import KeyRing
+import httpx
+import pytest
+
+from services.ingest.keys import KeyRing, create_key
+from tests.integration.ingest_support import ingest_subprocess
+from tests.speech import SENTENCES, synthesize
 
 
 def kubescribe(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -41,3 +46,21 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert kubescribe(tmp_path, "keys", "create", "--tenant", "acme", "--admin").returncode == 2
     bad = kubescribe(tmp_path, "keys", "create", "--tenant", "Not_A_Label")
     assert bad.returncode == 1 and "DNS label" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.nats
+def test_delete_command(nats_settings, tmp_path: Path) -> None:
+    _, key = create_key(tmp_path / "api-keys.json", tenant="acme")
+    clip = synthesize(SENTENCES[4], tmp_path / "clip.wav").read_bytes()
+    env = {"KUBESCRIBE_API_KEYS_FILE": str(tmp_path / "api-keys.json")}
+    with ingest_subprocess(nats_settings.url, tmp_path, **env) as (_, base):
+        headers = {"Authorization": f"Bearer {key}"}
+        upload = httpx.post(f"{base}/v1/recordings", content=clip, headers={**headers, "Content-Type": "audio/wav"})
+        recording_id = upload.json()["id"]
+        wrong = kubescribe(tmp_path, "delete", recording_id, "--url", base, "--token", "ks_0_wrong")
+        assert wrong.returncode == 1 and "401" in wrong.stderr and "Traceback" not in wrong.stderr
+        done = kubescribe(tmp_path, "delete", recording_id, "--url", base, "--token", key)
+        assert done.returncode == 0, done.stderr
+        assert httpx.get(f"{base}/v1/recordings/{recording_id}", headers=headers).status_code == 404
+        again = kubescribe(tmp_path, "delete", recording_id, "--url", base, "--token", key)
+        assert again.returncode == 0, again.stderr  # idempotent
