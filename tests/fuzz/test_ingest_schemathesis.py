@@ -20,7 +20,7 @@ from services.ingest.keys import create_key
 from tests.integration.ingest_support import ingest_subprocess
 from tests.speech import SENTENCES, synthesize
 
-pytestmark = pytest.mark.nats
+pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
 SCHEMATHESIS = Path(os.environ.get("KUBESCRIBE_SCHEMATHESIS", "/work/tools/schemathesis/bin/st"))
 """The ``st`` CLI; ``make schemathesis`` creates its venv (pinned in the Makefile)."""

@@ -49,6 +49,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.nats
+@pytest.mark.slow  # seven CLI start-ups
 def test_delete_command(nats_settings, tmp_path: Path) -> None:
     _, key = create_key(tmp_path / "api-keys.json", tenant="acme")
     clip = synthesize(SENTENCES[4], tmp_path / "clip.wav").read_bytes()
