@@ -36,8 +36,19 @@ demo: $(VENV)/.installed-llm
 up: $(VENV)/.installed-llm
 	HF_HUB_OFFLINE=1 $(BIN)/kubescribe up
 
-## test: install with the dev extra (and checkov's own venv), lint, run every test (the image tests build the CPU image)
-test: $(VENV)/.installed-dev lint $(CHECKOV)
+# schemathesis (API fuzzing, tests/fuzz) pins many libraries of its own: it gets its own venv too.
+SCHEMATHESIS_VERSION ?= 4.32.5
+$(TOOLS_DIR)/schemathesis/.installed-$(SCHEMATHESIS_VERSION):
+	$(PYTHON) -m venv $(TOOLS_DIR)/schemathesis
+	$(TOOLS_DIR)/schemathesis/bin/pip install --quiet 'schemathesis==$(SCHEMATHESIS_VERSION)'
+	@touch $@
+
+## schemathesis: create the schemathesis venv the fuzz test runs (make test does)
+.PHONY: schemathesis
+schemathesis: $(TOOLS_DIR)/schemathesis/.installed-$(SCHEMATHESIS_VERSION)
+
+## test: install with the dev extra (and the checkov and schemathesis venvs), lint, run every test (the image tests build the CPU image)
+test: $(VENV)/.installed-dev lint $(CHECKOV) schemathesis
 	HF_HUB_OFFLINE=1 KUBESCRIBE_CHECKOV=$(CHECKOV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-quick: skip the slow end-to-end tests (the image tests are slow too)

@@ -198,9 +198,26 @@ class RecordingFailed(Event):
         return f"kubescribe.{self.stage.value}.failed"
 
 
+class RecordingDeleted(Event):
+    """A recording's audio, transcript, summary and status were removed (a request or retention)."""
+
+    TYPE: ClassVar[str] = "kubescribe.recording.deleted.v1"
+    SUBJECT: ClassVar[str] = "kubescribe.recording.deleted"
+
+    type: Literal["kubescribe.recording.deleted.v1"] = "kubescribe.recording.deleted.v1"
+    reason: Literal["request", "retention"] = Field(
+        description="``request``: DELETE by a client; ``retention``: older than the tenant's maximum age."
+    )
+    removed: list[str] = Field(
+        default_factory=list,
+        description="What was removed (``bucket/name`` of objects, ``kv/key`` of entries).",
+        examples=[["audio/01JDZ8W3V0R4N8M0Q2K5T7Y9AB", "recordings/01JDZ8W3V0R4N8M0Q2K5T7Y9AB"]],
+    )
+
+
 E = TypeVar("E", bound=Event)
 
-EVENT_TYPES: tuple[type[Event], ...] = (AudioReceived, TranscriptReady, SummaryReady, RecordingFailed)
+EVENT_TYPES: tuple[type[Event], ...] = (AudioReceived, TranscriptReady, SummaryReady, RecordingFailed, RecordingDeleted)
 
 
 def failed_subject(stage: Stage | str) -> str:

@@ -81,8 +81,23 @@ class IngestSettings(BaseSettings):
     port: int = 8080
     max_upload_bytes: int = 512 << 20
     """512 MiB is ~4.6 h of 16-bit 16 kHz WAV, beyond any meeting; larger gets 413."""
+    max_duration_s: float = 4 * 3600.0
+    """Longer recordings get 422 ``too_long``: four hours is past any meeting, and a compressed
+    upload far under the byte limit could otherwise hold days of audio (and of GPU time)."""
     public_url: str | None = None
     """Base of the ``status_url`` links; defaults to the request's own URL."""
+    max_in_flight: int = 100
+    """Recordings per tenant uploaded but not yet summarized or failed; more get 429 with Retry-After,
+    so one tenant's backlog cannot fill every job slot (0 turns the limit off)."""
+    tenant_max_in_flight: dict[str, int] = {}
+    """Per-tenant override of ``max_in_flight``, e.g. ``{"acme": 500}`` (JSON in the environment)."""
+    retention_s: float = 0.0
+    """Maximum age of a recording's audio, transcript, summary and status; 0 keeps them as long as
+    the streams do (``KUBESCRIBE_STREAM_MAX_AGE_S``). Expired recordings are deleted like ``DELETE``."""
+    tenant_retention_s: dict[str, float] = {}
+    """Per-tenant override of ``retention_s``, e.g. ``{"acme": 86400}``."""
+    retention_sweep_s: float = 60.0
+    """How often ingest looks for expired recordings; a minute is fine against retention of days."""
 
 
 class ApiSettings(BaseSettings):
@@ -91,7 +106,10 @@ class ApiSettings(BaseSettings):
     model_config = _config("KUBESCRIBE_")
 
     api_token: str | None = None
-    """When set, every /v1 route needs ``Authorization: Bearer <token>``."""
+    """When set, every /v1 route needs ``Authorization: Bearer <token>``; this shared token is an admin key."""
+    api_keys_file: Path | None = None
+    """Hashed per-tenant keys (``kubescribe keys create``); set, every /v1 route needs one of them.
+    ``kubescribe up`` points it at ``<data_dir>/api-keys.json``, the chart at its Secret."""
 
 
 class OpenAISettings(BaseSettings):

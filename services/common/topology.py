@@ -30,6 +30,7 @@ AUDIO_STREAM = "AUDIO"
 TRANSCRIPTS_STREAM = "TRANSCRIPTS"
 SUMMARIES_STREAM = "SUMMARIES"
 FAILED_STREAM = "FAILED"
+DELETIONS_STREAM = "DELETIONS"
 
 AUDIO_RECEIVED = "kubescribe.audio.received"
 TRANSCRIPT_READY = "kubescribe.transcript.ready"
@@ -42,6 +43,10 @@ SUMMARIES_BUCKET = "summaries"
 JOBS_BUCKET = "jobs"
 IDEMPOTENCY_BUCKET = "idempotency"
 """Ingest's ``Idempotency-Key`` claims: sha256(tenant, key) → recording id, claimed with ``kv.create``."""
+
+DELETED_BUCKET = "deleted"
+"""Tombstones of deleted recordings (see :mod:`services.common.tombstones`)."""
+RECORDING_DELETED = "kubescribe.recording.deleted"
 
 DISPATCHER_CONSUMER = "dispatcher"
 SUMMARIZER_CONSUMER = "summarizer"
@@ -62,6 +67,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(AUDIO_STREAM, ("kubescribe.audio.>",), "Recordings awaiting transcription"),
     StreamSpec(TRANSCRIPTS_STREAM, ("kubescribe.transcript.>",), "Transcripts awaiting summarization"),
     StreamSpec(SUMMARIES_STREAM, ("kubescribe.summary.>",), "Finished summaries"),
+    StreamSpec(DELETIONS_STREAM, (RECORDING_DELETED,), "Deleted recordings (privacy requests, retention)"),
     # Listed one by one: a wildcard ``kubescribe.*.failed`` would overlap ``kubescribe.audio.>``,
     # which JetStream refuses.
     StreamSpec(FAILED_STREAM, tuple(failed_subject(s) for s in Stage), "Failures, with their reasons"),
@@ -121,6 +127,7 @@ async def ensure_topology(js: JetStreamContext, settings: StreamSettings | None 
         (STATUS_BUCKET, "Status of every recording: stage, job, attempts, timestamps, error"),
         (JOBS_BUCKET, "Transcription job specs, read by the transcriber entrypoint"),
         (IDEMPOTENCY_BUCKET, "Idempotency-Key claims of ingest uploads: key hash to recording id"),
+        (DELETED_BUCKET, "Tombstones of deleted recordings: stages drop them instead of writing"),
     ):
         kv_config = KeyValueConfig(
             bucket=bucket,

@@ -17,6 +17,7 @@ from services.common.settings import Settings
 from services.ingest.auth import BearerAuth
 from services.ingest.availability import NatsGate, add_nats_error_handler
 from services.ingest.errors import add_error_handlers
+from services.ingest.keys import KeyRing
 from services.ingest.middleware import MetricsMiddleware
 from services.ingest.openai_api import router as openai_router
 from services.ingest.routes import probes, router
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None, *, nc: NatsClient | None = None
         lifespan=lifespan,
     )
     app.state.service = service
-    app.state.auth = BearerAuth(settings.api.api_token)
+    app.state.auth = BearerAuth(KeyRing(settings.api.api_keys_file, settings.api.api_token))
     app.add_middleware(NatsGate)  # inside the metrics middleware: its 503s are counted
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     add_error_handlers(app)

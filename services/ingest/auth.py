@@ -1,30 +1,36 @@
-"""Bearer-token auth for the /v1 routes: on when ``KUBESCRIBE_API_TOKEN`` is set, off otherwise."""
+"""Bearer-key auth for the /v1 routes: per-tenant keys and the legacy shared token.
+
+On when ``KUBESCRIBE_API_KEYS_FILE`` or ``KUBESCRIBE_API_TOKEN`` is set; off otherwise (a
+throw-away local run, where every caller is :data:`~services.ingest.keys.ANONYMOUS`).
+"""
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import HTTPException, Request, status
+
+from services.ingest.keys import ANONYMOUS, KeyRing, Principal
 
 
 class BearerAuth:
-    """A FastAPI dependency comparing ``Authorization: Bearer <token>`` in constant time."""
+    """A FastAPI dependency resolving ``Authorization: Bearer <key>`` to the calling :class:`Principal`."""
 
-    def __init__(self, token: str | None) -> None:
-        self._token = token.encode() if token else None
+    def __init__(self, keys: KeyRing) -> None:
+        self.keys = keys
 
     @property
     def enabled(self) -> bool:
-        return self._token is not None
+        return self.keys.enabled
 
-    async def __call__(self, request: Request) -> None:
-        if self._token is None:
-            return
+    async def __call__(self, request: Request) -> Principal:
+        if not self.keys.enabled:
+            return ANONYMOUS
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        # compare_digest on bytes of any length: the time does not depend on where they differ.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), self._token):
+        principal = self.keys.authenticate(presented.strip()) if scheme.lower() == "bearer" else None
+        if principal is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                detail="missing or invalid bearer token: send `Authorization: Bearer <KUBESCRIBE_API_TOKEN>`",
+                detail="missing or invalid API key: send `Authorization: Bearer <key>` "
+                "(create one with `kubescribe keys create --tenant NAME`)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        return principal

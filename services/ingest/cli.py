@@ -66,7 +66,9 @@ def submit(
 
         ingest = IngestSettings()
         base = url or ingest.public_url or f"http://{ingest.host}:{ingest.port}"
-        failures = asyncio.run(_submit_http(files, base, tenant, priority, wait, timeout, token))
+        from services.ingest.keys_cli import local_key
+
+        failures = asyncio.run(_submit_http(files, base, tenant, priority, wait, timeout, token or local_key()))
     for line in failures:
         err_console.print(f"[red]failed[/red]: {line}", highlight=False)
     if failures:
@@ -87,7 +89,7 @@ async def _submit_http(
                     body = await upload_file(
                         client,
                         path,
-                        tenant=tenant,
+                        tenant=None if tenant == "default" else tenant,  # a tenant key acts for its own tenant
                         priority=priority.value,
                         token=token,
                         progress=lambda n, task=task: progress.advance(task, n),
@@ -208,4 +210,7 @@ def _print_result(recording_id: str, path: Path, transcript: dict, summary: dict
 
 
 def register(app: typer.Typer) -> None:
+    from services.ingest import keys_cli
+
     app.command("submit")(submit)
+    keys_cli.register(app)

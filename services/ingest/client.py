@@ -166,6 +166,13 @@ def auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+async def delete_recording(client: httpx.AsyncClient, recording_id: str, *, token: str | None = None) -> None:
+    """``DELETE /v1/recordings/{id}``; raises :class:`SubmitError` with the API's reason unless 204."""
+    response = await client.delete(f"/v1/recordings/{recording_id}", headers=auth_headers(token))
+    if response.status_code != 204:
+        raise SubmitError(f"deleting {recording_id} failed: HTTP {response.status_code}: {response.text[:300]}")
+
+
 async def upload_file(
     client: httpx.AsyncClient,
     path: Path,

@@ -20,7 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from services.common.errors import PermanentError, TemporaryError, UnsupportedAudioError
 from services.common.storage import ObjectTooLargeError
@@ -36,9 +39,12 @@ class ApiError(PermanentError):
     Permanent because the same request gets the same answer; the client has to change it.
     """
 
-    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail, self.extra = status, code, detail, extra
+        self.headers = headers
 
 
 class UnavailableError(TemporaryError):
@@ -52,19 +58,22 @@ class UnavailableError(TemporaryError):
         self.detail = detail
 
 
-def error_response(request: Request, status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+def error_response(
+    request: Request, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     """The JSON error answer; a rejected upload is counted by its ``code`` in the app's service metrics."""
     if request.method == "POST" and status >= 400:
         request.app.state.service.metrics.rejections.labels(code).inc()
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     if status == 503:  # nothing was kept: the client retries after this many seconds
-        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(request, exc.status, exc.code, exc.detail, **exc.extra)
+    return error_response(request, exc.status, exc.code, exc.detail, headers=exc.headers, **exc.extra)
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -81,8 +90,29 @@ async def _not_audio(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 415, "not_audio", str(exc))
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors; a 405 lists in ``Allow`` the methods of *every* route on the path
+    (Starlette names only the first route's, and GET and DELETE of a recording are two routes)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code != 405:
+        return await http_exception_handler(request, exc)
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] is not Match.NONE:
+            allowed |= set(getattr(route, "methods", None) or ())
+    allow = ", ".join(sorted(allowed))
+    return error_response(
+        request,
+        405,
+        "method_not_allowed",
+        f"{request.method} is not allowed here; use {allow}",
+        headers={"Allow": allow},
+    )
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """One handler per error type (``UploadError`` is an ``ApiError`` and shares its handler)."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(UnavailableError, _unavailable)
     app.add_exception_handler(ObjectTooLargeError, _too_large)

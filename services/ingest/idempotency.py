@@ -45,7 +45,32 @@ class IdempotencyClaims:
         self.status = status
 
     async def claim(self, key: str, recording_id: str) -> tuple[str, int | None]:
-        """Claim ``key`` for ``recording_id``; returns (owner id, our revision or None if not ours)."""
+        """Claim ``key`` for ``recording_id``; returns (owner id, our revision or None if not ours).
+
+        A won claim also writes ``rec.<id>`` → key, so deleting the recording finds its claim
+        without scanning the bucket."""
+        owner, revision = await self._claim(key, recording_id)
+        if revision is not None:
+            try:
+                await self.kv.put(_reverse(recording_id), key.encode())
+            except Exception as exc:  # without it a deletion could not find the claim: give it back
+                await self.release(key, revision)
+                raise UnavailableError(f"could not record the Idempotency-Key ({type(exc).__name__}); retry") from exc
+        return owner, revision
+
+    async def forget(self, recording_id: str) -> list[str]:
+        """Remove the claim of ``recording_id`` (and its reverse entry) for good; returns the keys removed."""
+        try:
+            entry = await self.kv.get(_reverse(recording_id))
+        except KeyNotFoundError:
+            return []
+        keys = [(entry.value or b"").decode(), _reverse(recording_id)]
+        for name in keys:
+            with contextlib.suppress(Exception):
+                await self.kv.purge(name)
+        return keys
+
+    async def _claim(self, key: str, recording_id: str) -> tuple[str, int | None]:
         value = json.dumps({"id": recording_id, "at": time.time()}).encode()
         for _ in range(CLAIM_ATTEMPTS):
             try:
@@ -97,4 +122,10 @@ class IdempotencyClaims:
     async def release(self, key: str, revision: int) -> None:
         """Drop our claim (only if still ours), so a retry of a failed upload starts fresh."""
         with contextlib.suppress(Exception):
+            entry = await self.kv.get(key)
             await self.kv.delete(key, last=revision)
+            await self.kv.delete(_reverse(json.loads(entry.value or b"{}")["id"]))
+
+
+def _reverse(recording_id: str) -> str:
+    return f"rec.{recording_id}"

@@ -33,7 +33,7 @@ from services.common.status import RecordingStage, RecordingStatus
 from services.common.storage import ObjectTooLargeError, get_bytes
 from services.ingest.errors import ApiError, UnavailableError
 from services.ingest.formats import MEDIA_TYPES, RENDERERS
-from services.ingest.routes import checked_callback_url, get_service, request_tenant, require_token
+from services.ingest.routes import PrincipalDep, acting_tenant, checked_callback_url, get_service, require_token
 from services.ingest.service import IngestService
 from services.ingest.upload import Upload
 
@@ -180,10 +180,10 @@ async def list_models(request: Request) -> JSONResponse:
         504: {"description": "Not transcribed within KUBESCRIBE_OPENAI_WAIT_S; `error.recording_id` to poll."},
     },
 )
-async def create_transcription(request: Request) -> Response:
+async def create_transcription(request: Request, principal: PrincipalDep) -> Response:
     service = get_service(request)
     settings = service.settings
-    tenant = request_tenant(request)
+    tenant = acting_tenant(principal, request.headers.get("x-tenant"))
     limit = settings.ingest.max_upload_bytes
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + (1 << 20):  # the form's own fields are small

@@ -38,8 +38,11 @@ from services.common.telemetry import StageSpan, current_traceparent, tracer
 from services.common.topology import AUDIO_BUCKET, IDEMPOTENCY_BUCKET, ensure_topology
 from services.ingest.errors import ApiError, UnavailableError
 from services.ingest.idempotency import IdempotencyClaims
+from services.ingest.inflight import InFlight
+from services.ingest.integrity import check_audio
 from services.ingest.metrics import IngestMetrics
 from services.ingest.probe import AudioInfo, probe_file
+from services.ingest.retention import RetentionSweeper
 from services.ingest.upload import Spool, Upload, UploadError, open_upload
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,8 @@ class IngestService:
         self.metrics = IngestMetrics()
         self._status: StatusStore | None = None
         self._claims: IdempotencyClaims | None = None
+        self.inflight = InFlight()
+        self.retention: RetentionSweeper | None = None
 
     @property
     def js(self) -> JetStreamContext:
@@ -83,8 +88,14 @@ class IngestService:
             await ensure_topology(self.nc.jetstream(), self.settings.streams)
         self._status = await StatusStore.open(self.js)
         self._claims = IdempotencyClaims(await self.js.key_value(IDEMPOTENCY_BUCKET), self._status)
+        await self.inflight.start(self._status.kv)
+        self.retention = RetentionSweeper(self.js, self._status, self._claims, self.settings.ingest)
+        self.retention.start()
 
     async def stop(self) -> None:
+        if self.retention is not None:
+            await self.retention.stop()
+        await self.inflight.stop()
         if self.owns_nc and self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
@@ -153,7 +164,10 @@ class IngestService:
                 try:
 
                     async def probe(ref: ObjectRef) -> None:
-                        probed.append(await asyncio.to_thread(probe_file, spool.source()))
+                        info = await asyncio.to_thread(probe_file, spool.source())
+                        limit = self.settings.ingest.max_duration_s
+                        await asyncio.to_thread(check_audio, spool.source(), info, max_duration_s=limit)
+                        probed.append(info)
 
                     ref = await put_stream(
                         self.js,

@@ -65,6 +65,7 @@ def up(
     llm_port: int | None = typer.Option(None, envvar="KUBESCRIBE_LLM_PORT", help="Default 8000; 0 picks one."),
     ingest_port: int | None = typer.Option(None, envvar="KUBESCRIBE_INGEST_PORT", help="Default 8080; 0 picks one."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the URLs; service logs go to <data-dir>/logs."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="No API keys (a throw-away local run)."),
 ) -> None:
     """Run the embedded stack (nats-server, LLM, ingest, dispatcher, summarizer, notifier) until Ctrl-C or SIGTERM."""
     from services.runtime.stack import EmbeddedStack, console_sink, quiet_sink
@@ -79,6 +80,7 @@ def up(
         ingest_port=ingest_port,
         sink=quiet_sink if quiet else console_sink(),
         stop_event=stop,  # a signal during start-up aborts the readiness waits
+        auth=not no_auth,  # an admin key in <data-dir>, shown in the panel, used by submit/delete
     )
     try:
         console.print(f"[bold]kubescribe up[/bold]: starting in {stack.data_dir} (LLM: {stack.llm})", highlight=False)
@@ -171,8 +173,9 @@ def demo(
         ingest_port=0,
         sink=quiet_sink if quiet else console_sink(),
         stop_event=stop,
+        auth=True,
     )
-    token = os.environ.get("KUBESCRIBE_API_TOKEN")
+    token = os.environ.get("KUBESCRIBE_API_TOKEN") or stack.api_key
     headers = {"Authorization": f"Bearer {token}"} if token else None
     results = []
     try:

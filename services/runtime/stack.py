@@ -27,6 +27,7 @@ from typing import Literal
 
 from services.common.errors import ConfigurationError
 from services.common.settings import LlmSettings, RuntimeSettings
+from services.ingest.keys import KEYS_FILE_NAME, ensure_local_key
 from services.runtime.nats_server import EmbeddedNatsServer, NatsAuth
 from services.runtime.processes import free_port
 from services.runtime.sim import SimConfig, sim_command
@@ -136,9 +137,12 @@ class EmbeddedStack:
         ready_timeout: float = 90.0,
         stop_event: threading.Event | None = None,
         nats_auth: bool = True,
+        auth: bool = False,
     ) -> None:
         runtime = RuntimeSettings()
         self.data_dir = Path(data_dir or runtime.data_dir).expanduser().resolve()
+        self.api_key = ensure_local_key(self.data_dir) if auth else None
+        """The ingest API's admin key when ``auth`` (``kubescribe up`` and ``demo`` turn it on; ``--no-auth`` off)."""
         self.llm_requested: LlmKind = llm or runtime.llm
         self.llm: Literal["local", "sim", "external"] = resolve_llm(self.llm_requested)
         self.nats_port = _port(nats_port, runtime.nats_port)
@@ -220,6 +224,7 @@ class EmbeddedStack:
                 f"NATS     {self.nats_address}   (monitoring {self.nats_monitor_url}){auth}",
                 f"LLM      {self.llm_base_url}   {llm}",
                 f"data     {self.data_dir}   (spans: {self.span_file.name}, logs: logs/)",
+                f"API key  {self.api_key}   (admin; submit uses it)" if self.api_key else "API key  none: auth off",
             )
         )
 
@@ -237,6 +242,7 @@ class EmbeddedStack:
             "KUBESCRIBE_INGEST_PORT": str(self.ingest_port),
             "KUBESCRIBE_LOG_LEVEL": self.log_level,
             "KUBESCRIBE_METRICS_HOST": self.host,
+            **({"KUBESCRIBE_API_KEYS_FILE": str(self.data_dir / KEYS_FILE_NAME)} if self.api_key else {}),
             "HF_HUB_OFFLINE": "1",
         }
         env.update(self.extra_env)

@@ -37,6 +37,7 @@ from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import get_bytes, put_bytes
 from services.common.telemetry import StageSpan, extract_context, record_span, tracer
+from services.common.tombstones import is_deleted
 from services.common.topology import SUMMARIES_BUCKET
 from services.summarizer import metrics
 from services.summarizer.client import ChatClient, LlmUnavailableError
@@ -53,7 +54,7 @@ NO_SPEECH = "No speech was detected in this recording."
 class Outcome:
     """What happened to one message that was handled (and is then acked)."""
 
-    kind: str  # summarized | duplicate | republished
+    kind: str  # summarized | duplicate | republished | deleted
     recording_id: str | None = None
 
 
@@ -83,6 +84,8 @@ class Summarizer:
             logger.debug("recording %s already summarized: ack without a gateway call", event.recording_id)
             metrics.OUTCOMES.labels("duplicate").inc()
             return Outcome("duplicate", event.recording_id)
+        if await is_deleted(self.js, event.recording_id):
+            return Outcome("deleted", event.recording_id)
 
         traceparent = (headers or {}).get("traceparent") or (status.traceparent if status else None)
         parent = extract_context({"traceparent": traceparent} if traceparent else None)
@@ -119,6 +122,8 @@ class Summarizer:
                     metrics.OUTCOMES.labels("republished").inc()
                     return Outcome("republished", event.recording_id)
                 summary = await self._summarize(event, attributes, parent)  # the span records a failure
+                if await is_deleted(self.js, event.recording_id):  # deleted while summarizing: write nothing
+                    return Outcome("deleted", event.recording_id)
                 ref = await put_bytes(self.js, SUMMARIES_BUCKET, event.recording_id, summary.model_dump_json().encode())
                 await store.advance(
                     event.recording_id,

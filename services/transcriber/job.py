@@ -36,6 +36,7 @@ from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, StatusStore
 from services.common.storage import get_bytes, get_to_file, put_bytes
 from services.common.telemetry import StageSpan, extract_context, record_span, tracer
+from services.common.tombstones import is_deleted
 from services.common.topology import TRANSCRIPTS_BUCKET
 from services.transcriber.chunks import run_chunk
 from services.transcriber.engine import Engine
@@ -103,6 +104,9 @@ async def run_job(
             outcome.skipped.append(recording.recording_id)
             if status.stage is RecordingStage.transcribed and status.transcript is not None:
                 await _republish(js, status.transcript, recording)
+            continue
+        if await is_deleted(js, recording.recording_id):  # deleted before its turn: nothing to do
+            outcome.skipped.append(recording.recording_id)
             continue
         if recording.chunk is None and status is not None and status.job_id not in (None, job.job_id):
             logger.warning("skipping %s: it now belongs to job %s", recording.recording_id, status.job_id)
@@ -195,7 +199,10 @@ async def finish(
     *,
     wall_s: float,
 ) -> None:
-    """Store the recording's transcript, mark it transcribed, publish its one ``TranscriptReady``."""
+    """Store the recording's transcript, mark it transcribed, publish its one ``TranscriptReady``;
+    nothing at all when the recording was deleted meanwhile (its tombstone is checked last)."""
+    if await is_deleted(js, recording.recording_id):
+        return
     ref = await put_bytes(js, TRANSCRIPTS_BUCKET, recording.recording_id, transcript.model_dump_json().encode())
     await store.advance(
         recording.recording_id,

@@ -135,6 +135,7 @@ class _Up:
             sys.executable, "-m", "services.cli", "up",
             "--data-dir", str(data_dir), "--llm", "sim",
             "--nats-port", str(nats_port), "--llm-port", "0", "--ingest-port", str(ingest_port),
+            "--no-auth",  # auth is on by default (tests/security covers it); this test is about SIGTERM
         ]  # fmt: skip
         env = {**os.environ, "KUBESCRIBE_API_TOKEN": "", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)

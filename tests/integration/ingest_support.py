@@ -19,11 +19,13 @@ from services.runtime.processes import exited, file_tail, free_port, wait_until,
 from services.runtime.supervisor import http_ok
 
 
-def make_settings(nats: NatsSettings, *, max_upload_bytes: int = 64 << 20, token: str | None = None) -> Settings:
+def make_settings(
+    nats: NatsSettings, *, max_upload_bytes: int = 64 << 20, token: str | None = None, **ingest: object
+) -> Settings:
     settings = Settings()
     port = free_port()
     settings.nats = nats  # type: ignore[misc]  # cached_property: assigning overrides it
-    settings.ingest = IngestSettings(port=port, max_upload_bytes=max_upload_bytes)  # type: ignore[misc]
+    settings.ingest = IngestSettings(port=port, max_upload_bytes=max_upload_bytes, **ingest)  # type: ignore[misc,arg-type]
     settings.api = ApiSettings(api_token=token)  # type: ignore[misc]
     return settings
 
@@ -54,6 +56,15 @@ async def running_ingest(settings: Settings, nc) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+async def kv_keys(js, bucket: str) -> set[str]:
+    """The live keys of a KV bucket (empty set when it holds none)."""
+    kv = await js.key_value(bucket)
+    try:
+        return set(await kv.keys())
+    except Exception:  # nats-py raises NoKeysError for an empty bucket
+        return set()
 
 
 async def store_counts(js) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from services.common.errors import PermanentError, TemporaryError, UnsupportedAu
 from services.ingest.auth import BearerAuth
 from services.ingest.errors import ApiError, UnavailableError
 from services.ingest.formats import to_srt, to_txt, to_vtt
+from services.ingest.keys import KeyRing
 from services.ingest.probe import probe_file
 from services.ingest.upload import UploadError, open_upload
 from tests.speech import SENTENCES, duration_of, synthesize
@@ -96,8 +97,8 @@ def _request(authorization: str | None) -> Request:
 
 
 async def test_bearer_auth() -> None:
-    await BearerAuth(None)(_request(None))
-    auth = BearerAuth("t0ken")
+    await BearerAuth(KeyRing(None))(_request(None))
+    auth = BearerAuth(KeyRing(None, "t0ken"))
     await auth(_request("Bearer t0ken"))
     await auth(_request("bearer t0ken"))
     for bad in (None, "Bearer t0ke", "Basic t0ken", "Bearer t0ken2", "t0ken"):

@@ -1,0 +1,41 @@
+"""Tombstones of deleted recordings: what a stage checks before it writes anything.
+
+``DELETE /v1/recordings/{id}`` removes a recording's objects and status at once, but a job may
+be transcribing it or the summarizer may be waiting on the LLM. Without a mark, they would write
+the transcript or summary (and a status) back after the delete. The tombstone is that mark: a
+key in the ``deleted`` KV bucket holding only the deletion time and the tenant (so a repeated
+DELETE answers 204 to its owner and 404 to anyone else; no name, nothing of the recording), kept
+as long as an event about it can still be in a stream, then expired by the bucket's TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+
+from services.common.topology import DELETED_BUCKET
+
+
+async def mark_deleted(js: JetStreamContext, recording_id: str, *, tenant: str) -> None:
+    kv = await js.key_value(DELETED_BUCKET)
+    await kv.put(recording_id, json.dumps({"at": time.time(), "tenant": tenant}).encode())
+
+
+async def deleted_tenant(js: JetStreamContext, recording_id: str) -> str | None:
+    """The tenant of a deleted recording, or None when ``recording_id`` was not deleted."""
+    try:
+        kv = await js.key_value(DELETED_BUCKET)
+        entry = await kv.get(recording_id)
+    except (KeyNotFoundError, BucketNotFoundError):
+        return None
+    if not entry.value:
+        return None
+    return str(json.loads(entry.value).get("tenant", "default"))
+
+
+async def is_deleted(js: JetStreamContext, recording_id: str) -> bool:
+    """True when ``recording_id`` was deleted: the caller must drop it and write nothing."""
+    return await deleted_tenant(js, recording_id) is not None

@@ -1,0 +1,91 @@
+"""Recordings in flight per tenant, for the per-tenant limit (429 with ``Retry-After``).
+
+In flight means uploaded and not yet summarized or failed. The count comes from a watch on
+the ``recordings`` status KV, which every stage writes, so it is the same for every ingest
+replica and survives an ingest restart (the watch starts with the current value of every
+key). Uploads this process is still streaming are counted too, so a burst of concurrent
+uploads cannot all slip under the limit before their statuses appear; across replicas the
+limit can be overshot by at most the uploads in progress at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+
+from nats.js.kv import KeyValue
+
+logger = logging.getLogger(__name__)
+
+DONE_STAGES = frozenset({"summarized", "failed"})
+
+
+class InFlight:
+    """Per-tenant sets of unfinished recording ids, kept current by a KV watch."""
+
+    def __init__(self) -> None:
+        self._by_tenant: dict[str, set[str]] = defaultdict(set)
+        self._tenant_of: dict[str, str] = {}
+        self._uploading: dict[str, int] = defaultdict(int)
+        self._task: asyncio.Task | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self, kv: KeyValue) -> None:
+        watcher = await kv.watchall()
+        self._task = asyncio.create_task(self._follow(watcher), name="ingest-inflight-watch")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ready.wait(), 10)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def count(self, tenant: str) -> int:
+        return len(self._by_tenant.get(tenant, ())) + self._uploading.get(tenant, 0)
+
+    @contextlib.contextmanager
+    def uploading(self, tenant: str):
+        """Count an upload of ``tenant`` while its body streams (before its status exists)."""
+        self._uploading[tenant] += 1
+        try:
+            yield
+        finally:
+            self._uploading[tenant] -= 1
+
+    def _forget(self, recording_id: str) -> None:
+        tenant = self._tenant_of.pop(recording_id, None)
+        if tenant is not None:
+            self._by_tenant[tenant].discard(recording_id)
+
+    def apply(self, key: str, value: bytes | None, operation: str | None) -> None:
+        """One KV update: a put of an unfinished status adds the id, anything else removes it."""
+        self._forget(key)
+        if operation in ("DEL", "PURGE") or not value:
+            return
+        try:
+            status = json.loads(value)
+        except ValueError:
+            return
+        if status.get("stage") not in DONE_STAGES:
+            tenant = str(status.get("tenant", "default"))
+            self._tenant_of[key] = tenant
+            self._by_tenant[tenant].add(key)
+
+    async def _follow(self, watcher) -> None:
+        try:
+            async for entry in watcher:
+                if entry is None:  # the end of the initial values
+                    self.ready.set()
+                    continue
+                self.apply(entry.key, entry.value, entry.operation)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+            raise
+        except Exception:
+            logger.exception("the in-flight watch on the status KV stopped; the per-tenant limit is off")
