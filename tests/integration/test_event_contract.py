@@ -29,7 +29,7 @@ from services.common.messaging import publish_event
 from services.common.status import RecordingStage
 from services.common.topology import AUDIO_RECEIVED
 from services.runtime.demo import bundled_samples
-from services.runtime.sim_llm import SimConfig, SimLlmServer
+from services.runtime.sim import SimConfig, SimLlmServer
 from tests.integration.test_summarizer_service import _settings, _submit, _wait_done, running
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from services.runtime.sim_llm import SimConfig, SimLlmServer
+from services.runtime.sim import SimConfig, SimLlmServer
 
 from services.common.events import ObjectRef
 from services.common.status import RecordingStage, StatusStore
