@@ -316,13 +316,16 @@ async def test_sigterm_each_service_mid_run_restarts_it_without_a_redelivery_sto
             assert not unfinished, f"{len(unfinished)} not summarized: {unfinished}\n{_log_tails(stack)}"
             await _assert_exactly_once(nc, ids)
             js = nc.jetstream()
-            redelivered = {
-                name: (await js.consumer_info(stream, name)).num_redelivered
-                for stream, name in ((AUDIO_STREAM, DISPATCHER_CONSUMER), (TRANSCRIPTS_STREAM, SUMMARIZER_CONSUMER))
-            }
-            print(f"\ngraceful restarts: redelivered {redelivered} of {count} recordings; restarts {stack.restarts()}")
-            # A graceful stop hands back what it held, once: redeliveries stay below one per recording.
-            assert all(n < count for n in redelivered.values()), redelivered
+            deliveries = {}
+            for stream, name in ((AUDIO_STREAM, DISPATCHER_CONSUMER), (TRANSCRIPTS_STREAM, SUMMARIZER_CONSUMER)):
+                info = await js.consumer_info(stream, name)
+                deliveries[name] = (info.delivered.consumer_seq, info.num_redelivered)
+            print(f"\ngraceful restarts: (deliveries, messages redelivered) {deliveries} for {count} recordings")
+            print(f"restarts {stack.restarts()}")
+            # A graceful stop hands back what it held, once, and a restarted service takes it again:
+            # at most one extra delivery per recording, not one per ack_wait or per retry.
+            storm = {name: d for name, (d, _) in deliveries.items() if d > 2 * count}
+            assert not storm, f"redelivery storm: {deliveries}"
         finally:
             uploads.cancel()
             with contextlib.suppress(BaseException):
