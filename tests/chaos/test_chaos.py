@@ -30,6 +30,7 @@ import psutil
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from services.common.errors import ConfigurationError
 from services.common.events import SummaryReady
 from services.common.nats_client import connect
 from services.common.settings import NatsSettings
@@ -297,6 +298,9 @@ async def test_sigterm_each_service_mid_run_restarts_it_without_a_redelivery_sto
 ) -> None:
     count = 24
     with _stack(tmp_path / "data") as stack:
+        # The stack's nats-server is authenticated: a client without its credentials is refused.
+        with pytest.raises(ConfigurationError, match="cannot reach NATS"):
+            await connect(NatsSettings(url=stack.nats_address, connect_timeout=0.5), name="anonymous")
         nc = await connect(NatsSettings(url=stack.nats_url), name="chaos-test")  # reconnects quietly
         replay = Replay(stack, clips, count, 0.4)
         uploads = asyncio.create_task(replay.run())
@@ -326,6 +330,9 @@ async def test_sigterm_each_service_mid_run_restarts_it_without_a_redelivery_sto
             # at most one extra delivery per recording, not one per ack_wait or per retry.
             storm = {name: d for name, (d, _) in deliveries.items() if d > 2 * count}
             assert not storm, f"redelivery storm: {deliveries}"
+            assert stack.nats_auth is not None
+            leaked = [p.name for p in stack.log_dir.glob("*.log") if stack.nats_auth.password in p.read_text()]
+            assert not leaked, f"the NATS password is in {leaked}"
         finally:
             uploads.cancel()
             with contextlib.suppress(BaseException):
