@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -26,7 +25,7 @@ IDEMPOTENCY_STALE_S = 30.0
 """A claim not renewed for this long was left by a process that died mid-upload: a retry takes it
 over. Short, because the client retrying after an ingest crash waits this long at most."""
 CLAIM_RENEW_S = 10.0
-"""A live upload renews its claim this often (:meth:`IdempotencyClaims.renewed`), so an upload
+"""A live upload renews its claim this often (:meth:`IdempotencyClaims.keep_fresh`), so an upload
 that streams for minutes is never taken over."""
 CLAIM_ATTEMPTS = 5
 """Races (a claim released or taken over between our reads) are retried this often, then 503."""
@@ -98,26 +97,9 @@ class IdempotencyClaims:
                 continue
         raise UnavailableError("could not claim the Idempotency-Key; retry")
 
-    @contextlib.asynccontextmanager
-    async def renewed(self, key: str, recording_id: str, revision: int) -> AsyncIterator[Callable[[], int]]:
-        """Keep our claim fresh while the upload runs; yields the claim's current revision."""
-        current = revision
-
-        async def renew() -> None:
-            nonlocal current
-            while True:
-                await asyncio.sleep(CLAIM_RENEW_S)
-                value = json.dumps({"id": recording_id, "at": time.time()}).encode()
-                with contextlib.suppress(Exception):  # NATS away: the next round tries again
-                    current = await self.kv.update(key, value, last=current)
-
-        task = asyncio.create_task(renew(), name=f"renew-claim-{recording_id}")
-        try:
-            yield lambda: current
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def keep_fresh(self, key: str, recording_id: str, revision: int) -> ClaimLease:
+        """Renew our claim every ``CLAIM_RENEW_S`` until the upload ends (:meth:`ClaimLease.stop`)."""
+        return ClaimLease(self.kv, key, recording_id, revision)
 
     async def release(self, key: str, revision: int) -> None:
         """Drop our claim (only if still ours), so a retry of a failed upload starts fresh."""
@@ -129,3 +111,25 @@ class IdempotencyClaims:
 
 def _reverse(recording_id: str) -> str:
     return f"rec.{recording_id}"
+
+
+class ClaimLease:
+    """A claim kept fresh while its upload streams, so only a dead upload's claim goes stale."""
+
+    def __init__(self, kv: KeyValue, key: str, recording_id: str, revision: int) -> None:
+        self.kv, self.key, self.recording_id, self.revision = kv, key, recording_id, revision
+        self._task = asyncio.create_task(self._renew(), name=f"renew-claim-{recording_id}")
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(CLAIM_RENEW_S)
+            value = json.dumps({"id": self.recording_id, "at": time.time()}).encode()
+            with contextlib.suppress(Exception):  # NATS away: the next round tries again
+                self.revision = await self.kv.update(self.key, value, last=self.revision)
+
+    async def stop(self) -> int:
+        """Stop renewing; returns the claim's current revision (what :meth:`IdempotencyClaims.release` needs)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        return self.revision

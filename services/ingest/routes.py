@@ -10,7 +10,6 @@ build many) supplies its own state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from typing import Annotated, Any, Literal
 
@@ -139,24 +138,25 @@ async def upload(
         owner, revision = await service.claims.claim(claim, recording_id)
         if revision is None:
             return _accepted(request, settings, {"id": owner}, replayed=True)
-    held = service.claims.renewed(claim, recording_id, revision) if claim and revision is not None else None
-    async with held or contextlib.nullcontext() as current:  # renewed: a live upload is never taken over
-        try:
-            _check_in_flight(service, settings, tenant)
-            with service.inflight.uploading(tenant):
-                body = await service.accept(
-                    request,
-                    recording_id=recording_id,
-                    tenant=tenant,
-                    priority=priority,
-                    model=headers.get("x-model"),
-                    language=headers.get("x-language"),
-                    callback_url=callback_url,
-                )
-        except BaseException:  # also on cancellation: a failed upload must not be replayed
-            if claim and current is not None:
-                await asyncio.shield(service.claims.release(claim, current()))
-            raise
+    lease = service.claims.keep_fresh(claim, recording_id, revision) if claim and revision is not None else None
+    try:  # the lease renews the claim while the body streams: a live upload is never taken over
+        _check_in_flight(service, settings, tenant)
+        with service.inflight.uploading(tenant):
+            body = await service.accept(
+                request,
+                recording_id=recording_id,
+                tenant=tenant,
+                priority=priority,
+                model=headers.get("x-model"),
+                language=headers.get("x-language"),
+                callback_url=callback_url,
+            )
+    except BaseException:  # also on cancellation: a failed upload must not be replayed
+        if claim and lease is not None:
+            await asyncio.shield(service.claims.release(claim, await lease.stop()))
+        raise
+    if lease is not None:
+        await lease.stop()
     return _accepted(request, settings, body, replayed=False)
 
 

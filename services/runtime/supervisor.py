@@ -1,4 +1,7 @@
-"""Process supervision for the embedded runtime: start, watch, health-check and stop children.
+"""Process supervision for the embedded runtime: start, watch, health-check, restart and stop children.
+
+A child that dies is started again from its own spec (same port, same data directory) by
+:meth:`Supervisor.watch`, after the backoff of a :class:`RestartPolicy` (a pod's CrashLoopBackOff).
 
 Each service runs as its own process (like a pod), in its own process group, with its output
 prefixed by its name and interleaved on the console and copied to ``<log_dir>/<name>.log``.

@@ -7,14 +7,22 @@ same upload with its Idempotency-Key gets one recording, as a client of a restar
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from nats.js.errors import KeyNotFoundError
 
+from services.common.status import StatusStore
+from services.common.topology import IDEMPOTENCY_BUCKET, ensure_topology
+from services.ingest import idempotency
 from services.ingest.client import upload_with_retry
+from services.ingest.idempotency import IdempotencyClaims, claim_key
 from services.runtime.demo import bundled_samples
 from services.runtime.nats_server import EmbeddedNatsServer, NatsAuth
 from services.runtime.processes import wait_until
@@ -62,3 +70,23 @@ async def test_every_route_answers_503_with_retry_after_until_nats_is_back(tmp_p
         assert "Traceback" not in log, log[-3000:]
     finally:
         server.stop()
+
+
+async def test_a_live_upload_keeps_its_idempotency_claim_fresh(js, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim is stale 30 s after its last renewal, so only an upload that died loses it."""
+    monkeypatch.setattr(idempotency, "CLAIM_RENEW_S", 0.1)
+    await ensure_topology(js)
+    claims = IdempotencyClaims(await js.key_value(IDEMPOTENCY_BUCKET), await StatusStore.open(js))
+    key = claim_key("default", f"lease-{time.time_ns()}")
+    owner, revision = await claims.claim(key, "01HZZZZZZZZZZZZZZZZZZZZZZZ")
+    assert revision is not None
+    first = json.loads((await claims.kv.get(key)).value)["at"]
+    lease = claims.keep_fresh(key, owner, revision)
+    await asyncio.sleep(0.45)
+    current = await lease.stop()
+    entry = await claims.kv.get(key)
+    assert current > revision and entry.revision == current
+    assert json.loads(entry.value)["at"] > first and json.loads(entry.value)["id"] == owner
+    await claims.release(key, current)  # the revision release needs is the renewed one
+    with pytest.raises(KeyNotFoundError):
+        await claims.kv.get(key)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from services.runtime.sim import SimConfig, SimLlmServer
 
 from services.common.events import ObjectRef
 from services.common.status import RecordingStage, StatusStore
@@ -17,6 +16,7 @@ from services.common.storage import object_exists
 from services.common.topology import IDEMPOTENCY_BUCKET, SUMMARIES_BUCKET
 from services.ingest.deletion import delete_recording
 from services.ingest.idempotency import IdempotencyClaims
+from services.runtime.sim import SimConfig, SimLlmServer
 from tests.integration.test_summarizer_service import _settings, _submit, running
 
 pytestmark = pytest.mark.nats
