@@ -30,6 +30,7 @@ from services.ingest.formats import MEDIA_TYPES, RENDERERS
 from services.ingest.idempotency import claim_key
 from services.ingest.responses import ERROR_RESPONSES, UPLOAD_BODY, UPLOAD_RESPONSES, not_ready_responses
 from services.ingest.service import IngestService
+from services.summarizer.render import render_markdown
 
 _TENANT_RE = re.compile(TENANT_PATTERN)
 
@@ -149,11 +150,14 @@ async def get_transcript(
     summary="Summary of a recording",
     responses=not_ready_responses("summarized"),
 )
-async def get_summary(recording_id: str, service: ServiceDep) -> JSONResponse:
+async def get_summary(recording_id: str, service: ServiceDep, format: Literal["json", "md"] = "json") -> Response:
+    """JSON (text, and title, key points, decisions, action items when structured), or Markdown."""
     status = await _status(service, recording_id)
     if status.summary is None:
         raise _not_ready(status, "summary")
     summary = Summary.model_validate_json(await _document(service, status.summary))
+    if format == "md":
+        return PlainTextResponse(render_markdown(summary), media_type="text/markdown; charset=utf-8")
     return JSONResponse(summary.model_dump(mode="json"))
 
 

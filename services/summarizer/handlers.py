@@ -36,9 +36,10 @@ from services.common.telemetry import StageSpan, extract_context, record_span, t
 from services.common.topology import SUMMARIES_BUCKET
 from services.summarizer import metrics
 from services.summarizer.client import ChatClient, LlmUnavailableError
-from services.summarizer.domain import SummaryOutcome, summarize_transcript
+from services.summarizer.domain import SummaryOutcome
 from services.summarizer.inflight import InFlight
 from services.summarizer.prompts import PromptBuilder
+from services.summarizer.structured import structured_fields, summarize_structured
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +196,8 @@ class SummarizeHandler:
             )
         metrics.IN_FLIGHT.inc()
         try:
-            outcome = await summarize_transcript(self.client, self.builder, transcript, priority=event.priority)
+            structured = await summarize_structured(self.client, self.builder, transcript, priority=event.priority)
+            outcome = structured.outcome
         except ValueError as exc:  # a context too small for the prompts: a configuration problem
             raise PermanentError(str(exc)) from exc
         except LlmUnavailableError:
@@ -213,6 +215,7 @@ class SummarizeHandler:
             tokens_in=outcome.tokens_in,
             tokens_out=outcome.tokens_out,
             requests=outcome.requests,
+            **structured_fields(structured.content),
         )
 
     @staticmethod
