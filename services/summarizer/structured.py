@@ -113,10 +113,10 @@ def parse_content(text: str) -> SummaryContent:
     """
     raw = _FENCE_RE.sub("", text.strip())
     start, end = raw.find("{"), raw.rfind("}")
-    if start < 0 or end < start:
+    if start < 0:
         raise StructuredSummaryError(f"the answer has no JSON object: {text[:120]!r}")
     try:
-        data = json.loads(raw[start : end + 1])
+        data = json.loads(raw[start : end + 1] if end > start else raw[start:])  # unclosed: cut at max_tokens
     except ValueError as exc:
         raise StructuredSummaryError(f"the answer is not valid JSON ({exc}): {text[:120]!r}") from exc
     if not isinstance(data, dict):
