@@ -22,5 +22,5 @@ def test_the_larger_model_concatenates_its_22_parts_in_order() -> None:
 def test_a_missing_chunk_package_names_itself_and_the_fix() -> None:
     spec = ModelSpec("nothing", ("kubescribe_no_such_chunk_part1",), "0" * 64, 1)
     assert not chunks_available(spec)
-    with pytest.raises(ConfigurationError, match="kubescribe_no_such_chunk_part1 is not installed.*pip install"):
+    with pytest.raises(ConfigurationError, match=r"kubescribe_no_such_chunk_part1 is not installed.*pip install"):
         chunk_files(spec)
