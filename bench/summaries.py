@@ -12,8 +12,8 @@ summarizes every transcript through the summarizer's own path (:func:`summarize_
 - **compression**: words of the summary (Markdown markers dropped) / words of the transcript;
 - **invented numbers**: numbers in the summary that are not in the transcript (same normalisation,
   so "three" in the transcript allows 3 in the summary);
-- **invented names**: capitalised words of the summary, not at the start of a line or sentence,
-  that occur nowhere in the transcript (a heuristic, listed per row so a reader can check).
+- **invented names**: capitalised words of the summary, not at the start of a line or sentence
+  and not in a heading (titles are Title Case), that occur nowhere in the transcript (a heuristic, listed per row so a reader can check).
 
 Raw rows go to ``--out`` as JSONL (one file per arm, resumable: rows already there are skipped),
 the table to stdout. The machine is shared: tokens/s per arm is printed so readers can correct
@@ -131,7 +131,9 @@ def invented_names(summary: str, transcript: str) -> list[str]:
     known = {w.lower() for w in re.findall(r"[A-Za-z]+", transcript)}
     names: set[str] = set()
     for line in summary.splitlines():
-        line = re.sub(r"^[\s#*\-\[\]x]*", "", line)
+        if line.lstrip().startswith("#"):
+            continue  # headings are Title Case: every word would look like a name
+        line = re.sub(r"^[\s*\-\[\]x]*", "", line)
         for sentence in re.split(r"(?<=[.!?:;])\s+|\(", line):
             for match in _CAPITAL_RE.finditer(sentence):
                 word = match.group(1)

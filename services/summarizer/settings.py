@@ -1,6 +1,6 @@
 """Settings of the summarizer that only it reads: the prompt templates.
 
-The defaults were chosen by measurement (``python bench/summaries.py``, results in
+The defaults are measured by ``python bench/summaries.py`` (results, still partial, in
 docs/summaries.md): the model is asked for one JSON object (title, key points, decisions,
 action items) whose schema the server enforces, and the instructions say what a small model
 otherwise gets wrong: restating the transcript sentence by sentence, and rounding or inventing

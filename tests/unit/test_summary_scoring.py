@@ -47,6 +47,7 @@ def test_invented_numbers_and_names() -> None:
     assert invented_numbers("Outage at 14 o'clock, 3 fixes, in 2024", transcript) == ["2024"]
     assert invented_names("# Outage\n- Tom and Sarah agreed on fixes with Tom", transcript) == ["Sarah"]
     assert invented_names("- Outage lasted long. Fixes agreed", transcript) == []  # sentence starts are not names
+    assert invented_names("# Project Update\n- Tom agreed", transcript) == []  # nor Title Case headings
 
 
 def test_compression_counts_words_without_markdown() -> None:
