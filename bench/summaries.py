@@ -13,7 +13,8 @@ summarizes every transcript through the summarizer's own path (:func:`summarize_
 - **invented numbers**: numbers in the summary that are not in the transcript (same normalisation,
   so "three" in the transcript allows 3 in the summary);
 - **invented names**: capitalised words of the summary, not at the start of a line or sentence
-  and not in a heading (titles are Title Case), that occur nowhere in the transcript (a heuristic, listed per row so a reader can check).
+  and not in a heading (titles are Title Case), that occur nowhere in the transcript (a
+  heuristic, listed per row so a reader can check).
 
 Raw rows go to ``--out`` as JSONL (one file per arm, resumable: rows already there are skipped),
 the table to stdout. The machine is shared: tokens/s per arm is printed so readers can correct
