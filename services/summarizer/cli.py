@@ -137,9 +137,9 @@ async def _load_transcript(target: str):
 async def _summarize(target: str) -> dict:
     from services.common.settings import LlmSettings, SummarizerSettings
     from services.summarizer.client import ChatClient, RetryPolicy
-    from services.summarizer.domain import summarize_transcript
     from services.summarizer.prompts import PromptBuilder
     from services.summarizer.settings import PromptSettings
+    from services.summarizer.structured import structured_fields, summarize_structured
 
     transcript = await _load_transcript(target)
     llm = LlmSettings()
@@ -149,7 +149,8 @@ async def _summarize(target: str) -> dict:
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
     async with ChatClient(llm, retry=RetryPolicy.from_settings(SummarizerSettings())) as client:
-        outcome = await summarize_transcript(client, builder, transcript)
+        structured = await summarize_structured(client, builder, transcript)
+    outcome = structured.outcome
     return {
         "recording_id": transcript.recording_id,
         "text": outcome.text,
@@ -159,6 +160,7 @@ async def _summarize(target: str) -> dict:
         "tokens_in": outcome.tokens_in,
         "tokens_out": outcome.tokens_out,
         "requests": outcome.requests,
+        **structured_fields(structured.content),
     }
 
 

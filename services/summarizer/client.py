@@ -173,8 +173,14 @@ class ChatClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def request_body(self, messages: Sequence[dict[str, str]], *, max_tokens: int | None = None) -> dict[str, Any]:
-        return {
+    def request_body(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body = {
             "model": self.settings.model,
             "messages": list(messages),
             "stream": True,
@@ -182,6 +188,9 @@ class ChatClient:
             "max_tokens": max_tokens or self.settings.max_tokens,
             "temperature": self.settings.temperature,
         }
+        if response_format is not None:  # OpenAI's structured output; llama.cpp and vLLM enforce the schema
+            body["response_format"] = response_format
+        return body
 
     async def chat(
         self,
@@ -189,10 +198,11 @@ class ChatClient:
         *,
         priority: Priority | str = Priority.normal,
         max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
         on_attempt: Callable[[int, str], Awaitable[None] | None] | None = None,
     ) -> ChatResult:
         """One streamed completion, retried on shed load until the policy's deadline."""
-        body = self.request_body(messages, max_tokens=max_tokens)
+        body = self.request_body(messages, max_tokens=max_tokens, response_format=response_format)
         headers = {}
         objective = objective_for(priority, self.settings)
         if objective:

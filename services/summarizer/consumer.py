@@ -41,8 +41,9 @@ from services.common.tombstones import is_deleted
 from services.common.topology import SUMMARIES_BUCKET
 from services.summarizer import metrics
 from services.summarizer.client import ChatClient, LlmUnavailableError
-from services.summarizer.domain import SummaryOutcome, summarize_transcript
+from services.summarizer.domain import SummaryOutcome
 from services.summarizer.prompts import PromptBuilder
+from services.summarizer.structured import structured_fields, summarize_structured
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Outcome:
 
 
 class Summarizer:
-    """Glue between JetStream, the status KV, the Object Stores and :func:`summarize_transcript`."""
+    """Glue between JetStream, the status KV, the Object Stores and :func:`summarize_structured`."""
 
     def __init__(self, js: JetStreamContext, client: ChatClient, builder: PromptBuilder) -> None:
         self.js = js
@@ -205,7 +206,8 @@ class Summarizer:
             )
         metrics.IN_FLIGHT.inc()
         try:
-            outcome = await summarize_transcript(self.client, self.builder, transcript, priority=event.priority)
+            structured = await summarize_structured(self.client, self.builder, transcript, priority=event.priority)
+            outcome = structured.outcome
         except ValueError as exc:  # a context too small for the prompts: a configuration problem
             raise PermanentError(str(exc)) from exc
         except LlmUnavailableError:
@@ -223,6 +225,7 @@ class Summarizer:
             tokens_in=outcome.tokens_in,
             tokens_out=outcome.tokens_out,
             requests=outcome.requests,
+            **structured_fields(structured.content),
         )
 
     @staticmethod

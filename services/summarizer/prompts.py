@@ -40,6 +40,7 @@ class PromptBuilder:
             self.estimate_tokens(self.prompts.instructions),
             self.estimate_tokens(self.prompts.map_instructions),
             self.estimate_tokens(self.prompts.reduce_instructions),
+            self.estimate_tokens(self.prompts.repair_instructions),
         )
         budget = (
             self.llm.max_context_tokens
@@ -73,6 +74,16 @@ class PromptBuilder:
     def reduce_messages(self, partials: Sequence[str], language: str | None = None) -> list[Message]:
         body = "\n\n".join(f"Part {i}:\n{p.strip()}" for i, p in enumerate(partials, 1))
         return self._messages(self.prompts.reduce_instructions, body, language)
+
+    def repair_messages(self, broken: str, error: str, language: str | None = None) -> list[Message]:
+        """Ask again for a JSON answer that did not validate: fixed instructions first, the broken answer last."""
+        return [
+            {"role": "system", "content": self.prompts.system},
+            {
+                "role": "user",
+                "content": f"{self.prompts.repair_instructions}\n\nProblem: {error}\n\nAnswer:\n{broken}",
+            },
+        ]
 
     def fits(self, text: str) -> bool:
         return self.estimate_tokens(text) <= self.input_budget

@@ -1,4 +1,11 @@
-"""Settings of the summarizer that only it reads: the prompt templates."""
+"""Settings of the summarizer that only it reads: the prompt templates.
+
+The defaults are measured by ``python bench/summaries.py`` (results, still partial, in
+docs/summaries.md): the model is asked for one JSON object (title, key points, decisions,
+action items) whose schema the server enforces, and the instructions say what a small model
+otherwise gets wrong: restating the transcript sentence by sentence, and rounding or inventing
+numbers and owners.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +16,32 @@ DEFAULT_SYSTEM_PROMPT = (
     "Never invent facts that are not in the transcript."
 )
 DEFAULT_INSTRUCTIONS = (
-    "Summarize the transcript below in at most five bullet points. Name the main topics, the "
-    "decisions taken and any action items with their owners. Answer in the transcript's language."
+    "Summarize the transcript below as one JSON object with these fields: "
+    '"title" (one short line naming what it is about), '
+    '"key_points" (at most five short points, the most important facts first), '
+    '"decisions" (what was decided; empty if nothing), '
+    '"action_items" (objects with "task", "owner" and "due"; owner and due only when a speaker said '
+    "them, otherwise null). "
+    "Write each point in your own words, in at most fifteen words; do not copy greetings or whole "
+    "sentences. Keep every number, amount, date and name exactly as written in the transcript and "
+    "add none that is not there. Answer in the transcript's language."
 )
 DEFAULT_MAP_INSTRUCTIONS = (
-    "The transcript below is one part of a longer recording. List its main topics, decisions "
-    "and action items in at most five short bullet points."
+    "The transcript below is one part of a longer recording. Summarize it as one JSON object with "
+    '"title", "key_points" (at most five), "decisions" and "action_items" ("task", "owner", "due"; '
+    "null when not said). Keep numbers, dates and names exactly as written; add none."
 )
 DEFAULT_REDUCE_INSTRUCTIONS = (
-    "Below are summaries of consecutive parts of one recording. Merge them into one summary of "
-    "at most five bullet points: main topics, decisions and action items with their owners."
+    "Below are JSON summaries of consecutive parts of one recording. Merge them into one JSON object "
+    'with "title", "key_points" (at most five, most important first), "decisions" and '
+    '"action_items" ("task", "owner", "due"; null when not said). Keep numbers, dates and names '
+    "exactly as written; add none."
+)
+
+DEFAULT_REPAIR_INSTRUCTIONS = (
+    'The answer below was meant to be one JSON object with "title", "key_points" (at most five), '
+    '"decisions" and "action_items" ("task", "owner", "due"), but it is not valid. Write it again as '
+    "valid, complete JSON with the same facts, shorter if it was cut off."
 )
 
 
@@ -37,7 +60,14 @@ class PromptSettings(BaseSettings):
     """Followed by the transcript; ``{language}`` is replaced by the transcript's language or ``unknown``."""
     map_instructions: str = DEFAULT_MAP_INSTRUCTIONS
     reduce_instructions: str = DEFAULT_REDUCE_INSTRUCTIONS
+    repair_instructions: str = DEFAULT_REPAIR_INSTRUCTIONS
     chars_per_token: float = 3.0
     """Conservative estimate (English BPE averages ~4): overestimating tokens only adds a map step."""
     prompt_overhead_tokens: int = 64
     """Chat-template tokens around the messages, reserved from the context."""
+    structured: bool = True
+    """Ask for JSON with ``response_format`` (llama.cpp and vLLM enforce the schema while decoding, so
+    the answer always parses); a server that ignores it answers prose, which is kept as the text."""
+    repair_attempts: int = 1
+    """Extra requests when the answer is broken JSON (cut at ``max_tokens``): one fixes almost all, more
+    only costs time."""

@@ -1,0 +1,207 @@
+"""Structured summaries: ask the LLM for JSON, validate it, render it as Markdown.
+
+The request carries ``response_format`` with the JSON schema of
+:class:`~services.common.documents.SummaryContent` (tightened with length limits), which
+llama.cpp (the embedded server) and vLLM (llm-d) turn into a grammar that decoding must
+follow: the answer parses by construction, and the limits keep a small model from restating
+the transcript. What can still go wrong:
+
+- the answer was cut at ``max_tokens`` (broken JSON): one repair request (fixed instructions,
+  the broken answer last) asks for it again, shorter;
+- the server ignored ``response_format`` and answered prose (no ``{`` at all, e.g. the
+  simulator): the prose is kept as the summary's ``text``, with no structured fields, as
+  before structured summaries existed.
+
+The map-reduce of long transcripts is :func:`~services.summarizer.domain.summarize_transcript`'s;
+here every one of its requests asks for JSON, so partial summaries are JSON the reduce merges.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.common.documents import ActionItem, SummaryContent, Transcript
+from services.common.errors import PermanentError
+from services.common.events import Priority
+from services.summarizer.client import ChatClient, ChatResult
+from services.summarizer.domain import SummaryOutcome, summarize_transcript
+from services.summarizer.prompts import PromptBuilder
+from services.summarizer.render import render_markdown
+
+logger = logging.getLogger(__name__)
+
+TITLE_MAX_CHARS = 100
+POINT_MAX_CHARS = 120
+"""About 18 words: a point, not a paragraph. Enforced while decoding, so a point cannot restate the transcript."""
+MAX_DECISIONS = 3
+MAX_ACTION_ITEMS = 4
+_NO_VALUE = frozenset({"", "none", "null", "n/a", "na", "unknown", "not specified", "unspecified", "tbd", "-"})
+"""What small models write for an owner or due date nobody said: stored as ``None``."""
+
+
+class StructuredSummaryError(PermanentError):
+    """The model's answer is not a valid summary object (after the repair attempts)."""
+
+
+def _inline_refs(node: Any, defs: dict[str, Any], *, schema: bool = True) -> Any:
+    """``node`` with every ``$ref`` replaced by its definition and annotations dropped (a smaller grammar)."""
+    if isinstance(node, dict):
+        if schema and "$ref" in node:
+            return _inline_refs(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        return {
+            k: _inline_refs(v, defs, schema=k != "properties" if schema else True)
+            for k, v in node.items()
+            if not schema or k not in ("$defs", "title", "examples", "description", "default")
+        }
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def response_schema() -> dict[str, Any]:
+    """The JSON schema sent to the server: the document model's, without ``$ref``, with length limits.
+
+    Derived from :class:`SummaryContent` so the two cannot drift; the limits exist only here,
+    because they steer generation while the stored model stays tolerant of older answers.
+    """
+    schema = SummaryContent.model_json_schema()
+    schema = _inline_refs(schema, copy.deepcopy(schema.get("$defs", {})))
+    props = schema["properties"]
+    props["title"]["maxLength"] = TITLE_MAX_CHARS
+    props["key_points"]["items"]["maxLength"] = POINT_MAX_CHARS
+    props["key_points"]["minItems"] = 1
+    props["decisions"]["items"]["maxLength"] = POINT_MAX_CHARS
+    props["decisions"]["maxItems"] = MAX_DECISIONS
+    props["action_items"]["maxItems"] = MAX_ACTION_ITEMS
+    item = props["action_items"]["items"]
+    item["properties"]["task"]["maxLength"] = POINT_MAX_CHARS
+    item["required"] = ["task", "owner", "due"]  # the model must consider both (null when nobody said them)
+    schema["required"] = ["title", "key_points", "decisions", "action_items"]
+    schema["additionalProperties"] = False
+    return schema
+
+
+def response_format() -> dict[str, Any]:
+    """OpenAI's ``response_format`` for the summary object (llama.cpp server and vLLM accept it)."""
+    return {"type": "json_schema", "json_schema": {"name": "summary", "strict": True, "schema": response_schema()}}
+
+
+_FENCE_RE = re.compile(r"^```(?:json)?\s*|\s*```$")
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = " ".join(str(value).split())
+    return None if value.lower().strip(".") in _NO_VALUE else value
+
+
+def parse_content(text: str) -> SummaryContent:
+    """Validate the model's answer as a :class:`SummaryContent`, normalising what small models do.
+
+    Code fences around the object are dropped, blank points removed, "unknown"-like owners and
+    due dates stored as ``None``. Anything else invalid is :class:`StructuredSummaryError`
+    naming the first problem.
+    """
+    raw = _FENCE_RE.sub("", text.strip())
+    start, end = raw.find("{"), raw.rfind("}")
+    if start < 0:
+        raise StructuredSummaryError(f"the answer has no JSON object: {text[:120]!r}")
+    try:
+        data = json.loads(raw[start : end + 1] if end > start else raw[start:])  # unclosed: cut at max_tokens
+    except ValueError as exc:
+        raise StructuredSummaryError(f"the answer is not valid JSON ({exc}): {text[:120]!r}") from exc
+    if not isinstance(data, dict):
+        raise StructuredSummaryError("the answer is not a JSON object")
+    try:
+        content = SummaryContent.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the object"
+        raise StructuredSummaryError(f"the answer's {where} is invalid: {first['msg']}") from exc
+    title = _clean(content.title)
+    if not title:
+        raise StructuredSummaryError("the answer's title is empty")
+    return SummaryContent(
+        title=title,
+        key_points=[p for p in map(_clean, content.key_points) if p],
+        decisions=[d for d in map(_clean, content.decisions) if d],
+        action_items=[
+            ActionItem(task=task, owner=_clean(item.owner), due=_clean(item.due))
+            for item in content.action_items
+            if (task := _clean(item.task))
+        ],
+    )
+
+
+def structured_fields(content: SummaryContent | None) -> dict[str, Any]:
+    """The optional :class:`Summary` fields for ``content`` (none for a prose summary)."""
+    return content.model_dump() if content is not None else {}
+
+
+class _JsonChat:
+    """A :class:`ChatClient` whose every request asks for the summary object; what domain.py calls."""
+
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
+        self.settings = client.settings
+        self._format = response_format()
+
+    async def chat(self, messages: Sequence[dict[str, str]], **kwargs: Any) -> ChatResult:
+        return await self.client.chat(messages, response_format=self._format, **kwargs)
+
+
+@dataclass
+class StructuredOutcome:
+    """The summary outcome (text rendered from the content when there is one) and the content."""
+
+    outcome: SummaryOutcome
+    content: SummaryContent | None
+
+
+async def summarize_structured(
+    client: ChatClient, builder: PromptBuilder, transcript: Transcript, *, priority: Priority | str = Priority.normal
+) -> StructuredOutcome:
+    """Summarize ``transcript`` as a :class:`SummaryContent` (prose when the server will not do JSON)."""
+    prompts = builder.prompts
+    chat = _JsonChat(client) if prompts.structured else client
+    outcome = await summarize_transcript(chat, builder, transcript, priority=priority)  # type: ignore[arg-type]
+    if not prompts.structured:
+        return StructuredOutcome(outcome, None)
+    answer = outcome.text
+    for attempt in range(prompts.repair_attempts + 1):
+        try:
+            content = parse_content(answer)
+        except StructuredSummaryError as exc:
+            if "{" not in answer:
+                logger.info("the LLM answered prose, not JSON: keeping it as the summary text")
+                return StructuredOutcome(outcome, None)
+            if attempt == prompts.repair_attempts:
+                raise StructuredSummaryError(
+                    f"the LLM's summary is still invalid after {attempt} repair request(s): {exc}"
+                ) from exc
+            logger.info("repairing the LLM's summary: %s", exc)
+            messages = builder.repair_messages(answer, str(exc), transcript.language)
+            repaired = await chat.chat(messages, priority=priority)
+            _add(outcome, repaired)
+            answer = repaired.text
+            continue
+        outcome.text = render_markdown(content)
+        return StructuredOutcome(outcome, content)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _add(outcome: SummaryOutcome, result: ChatResult) -> None:
+    outcome.results.append(result)
+    outcome.requests += 1
+    outcome.attempts += result.attempts
+    outcome.tokens_in += result.tokens_in
+    outcome.tokens_out += result.tokens_out

@@ -1,0 +1,123 @@
+"""Structured summaries: parsing and normalising the model's JSON, the schema sent to the server, Markdown."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from services.common.documents import ActionItem, Summary, SummaryContent
+from services.summarizer.render import render_markdown
+from services.summarizer.structured import (
+    MAX_ACTION_ITEMS,
+    POINT_MAX_CHARS,
+    StructuredSummaryError,
+    parse_content,
+    response_format,
+    response_schema,
+    structured_fields,
+)
+
+ANSWER = {
+    "title": "Release moved to Wednesday",
+    "key_points": ["Billing export fails for invoices over 10,000 lines", "Rate limiter done"],
+    "decisions": ["Move the release from Monday to Wednesday"],
+    "action_items": [
+        {"task": "Grant staging database access", "owner": "Priya", "due": "today"},
+        {"task": "Fix the billing export", "owner": "Tom", "due": "Thursday"},
+        {"task": "Write the load test", "owner": "unknown", "due": "N/A"},
+    ],
+}
+
+
+def test_parses_a_valid_answer_and_normalises_unknown_owners() -> None:
+    content = parse_content(json.dumps(ANSWER))
+    assert content.title == "Release moved to Wednesday"
+    assert content.key_points[0].endswith("10,000 lines")
+    assert content.action_items[1] == ActionItem(task="Fix the billing export", owner="Tom", due="Thursday")
+    assert content.action_items[2] == ActionItem(task="Write the load test", owner=None, due=None)
+
+
+def test_parses_an_answer_in_code_fences_and_drops_blank_points() -> None:
+    answer = {**ANSWER, "key_points": ["  Rate   limiter done ", ""]}
+    content = parse_content(f"```json\n{json.dumps(answer)}\n```")
+    assert content.key_points == ["Rate limiter done"]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("Here is a summary: the team met.", "no JSON object"),
+        ('{"title": "cut off", "key_points": ["a", ', "not valid JSON"),
+        (json.dumps({**ANSWER, "key_points": [f"p{i}" for i in range(6)]}), "key_points"),
+        (json.dumps({**ANSWER, "title": "  "}), "title is empty"),
+        (json.dumps({**ANSWER, "mood": "happy"}), "mood"),
+        ("[1, 2]", "no JSON object"),
+    ],
+)
+def test_invalid_answers_say_what_is_wrong(text: str, reason: str) -> None:
+    with pytest.raises(StructuredSummaryError, match=reason):
+        parse_content(text)
+
+
+def test_response_schema_accepts_the_model_and_bounds_the_answer() -> None:
+    schema = response_schema()
+    assert "$ref" not in json.dumps(schema) and "$defs" not in schema  # servers' grammar converters inline nothing
+    jsonschema.validate(ANSWER, schema)
+    jsonschema.validate(SummaryContent.model_validate(ANSWER).model_dump(), schema)
+    for too_much in (
+        {**ANSWER, "key_points": [f"p{i}" for i in range(6)]},
+        {**ANSWER, "key_points": ["x" * (POINT_MAX_CHARS + 1)]},
+        {**ANSWER, "action_items": [{"task": "t", "owner": None, "due": None}] * (MAX_ACTION_ITEMS + 1)},
+        {**ANSWER, "extra": 1},
+        {k: v for k, v in ANSWER.items() if k != "decisions"},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(too_much, schema)
+    assert response_format()["json_schema"]["schema"] == schema
+
+
+def test_markdown_of_a_structured_summary() -> None:
+    content = parse_content(json.dumps(ANSWER))
+    summary = Summary(
+        recording_id="r",
+        text=render_markdown(content),
+        model="m",
+        ttft_s=0.1,
+        generation_s=1.0,
+        tokens_in=10,
+        tokens_out=5,
+        **structured_fields(content),
+    )
+    assert render_markdown(summary) == (
+        "# Release moved to Wednesday\n\n"
+        "## Key points\n\n- Billing export fails for invoices over 10,000 lines\n- Rate limiter done\n\n"
+        "## Decisions\n\n- Move the release from Monday to Wednesday\n\n"
+        "## Action items\n\n- [ ] Grant staging database access (**Priya**, due today)\n"
+        "- [ ] Fix the billing export (**Tom**, due Thursday)\n- [ ] Write the load test\n"
+    )
+    assert summary.text == render_markdown(summary)
+
+
+def test_sections_without_items_are_left_out() -> None:
+    content = SummaryContent(title="Nothing decided", key_points=["We talked"])
+    assert render_markdown(content) == "# Nothing decided\n\n## Key points\n\n- We talked\n"
+
+
+def test_an_older_summary_document_still_parses_and_renders() -> None:
+    old = {
+        "recording_id": "r",
+        "text": "- point one\n- point two",
+        "model": "m",
+        "ttft_s": 0.1,
+        "generation_s": 1.0,
+        "tokens_in": 10,
+        "tokens_out": 5,
+        "requests": 1,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    summary = Summary.model_validate_json(json.dumps(old))
+    assert summary.title is None and summary.key_points is None
+    assert render_markdown(summary) == "# Summary\n\n- point one\n- point two\n"
+    assert structured_fields(None) == {}
