@@ -1,0 +1,96 @@
+"""GPU geometries: which MIG slices a GPU offers and whether one more fits beside the others.
+
+The table is data, with its source: the NVIDIA MIG User Guide, "Supported MIG Profiles"
+(https://docs.nvidia.com/datacenter/tesla/mig-user-guide/supported-mig-profiles.html), the same
+names DAS (openshift/instaslice-operator) advertises as ``nvidia.com/mig-<profile>``. A GPU has 7
+compute slices and 8 memory slices; a profile ``Ng.Mgb`` takes N compute slices and a fixed share
+of memory slices, and at most ``max`` instances of it exist on one GPU. The fit test checks those
+three budgets, not NVIDIA's exact placement table (which forbids a few combinations the budgets
+allow, e.g. some 4g + 3g layouts): an optimistic model of packing, stated as such in the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+COMPUTE_SLICES = 7
+MEMORY_SLICES = 8
+WHOLE = "gpu"
+"""The resource name of a whole GPU (``nvidia.com/gpu: 1``): all 7 compute slices."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    compute: int
+    memory: int
+    max: int
+
+
+def _profiles(rows: list[tuple[str, int, int, int]]) -> dict[str, Profile]:
+    return {f"mig-{n}": Profile(f"mig-{n}", c, m, k) for n, c, m, k in rows}
+
+
+GEOMETRIES: dict[str, dict[str, Profile]] = {
+    "A100-40GB": _profiles(
+        [("1g.5gb", 1, 1, 7), ("1g.10gb", 1, 2, 4), ("2g.10gb", 2, 2, 3), ("3g.20gb", 3, 4, 2),
+         ("4g.20gb", 4, 4, 1), ("7g.40gb", 7, 8, 1)]
+    ),
+    "H100-80GB": _profiles(
+        [("1g.10gb", 1, 1, 7), ("1g.20gb", 1, 2, 4), ("2g.20gb", 2, 2, 3), ("3g.40gb", 3, 4, 2),
+         ("4g.40gb", 4, 4, 1), ("7g.80gb", 7, 8, 1)]
+    ),
+    "H200-141GB": _profiles(
+        [("1g.18gb", 1, 1, 7), ("1g.35gb", 1, 2, 4), ("2g.35gb", 2, 2, 3), ("3g.71gb", 3, 4, 2),
+         ("4g.71gb", 4, 4, 1), ("7g.141gb", 7, 8, 1)]
+    ),
+}  # fmt: skip
+
+
+def profile_of(gpu_type: str, resource: str) -> Profile:
+    """The profile a resource name stands for on ``gpu_type``; a whole GPU is the full 7g."""
+    profiles = GEOMETRIES[gpu_type]
+    if resource == WHOLE:
+        return max(profiles.values(), key=lambda p: p.compute)
+    try:
+        return profiles[resource]
+    except KeyError:
+        known = ", ".join(profiles)
+        raise ValueError(f"{resource!r} is not a MIG profile of {gpu_type}: choose from {known} or {WHOLE}") from None
+
+
+@dataclass
+class Gpu:
+    """One physical GPU: either handed out whole, or carved into slices on demand (DAS)."""
+
+    name: str
+    gpu_type: str
+    node: str
+    slices: dict[str, str] = field(default_factory=dict)
+    """Holder id → resource name of what runs on this GPU now."""
+
+    def _used(self) -> tuple[int, int]:
+        profiles = [profile_of(self.gpu_type, r) for r in self.slices.values()]
+        return sum(p.compute for p in profiles), sum(p.memory for p in profiles)
+
+    def fits(self, resource: str) -> bool:
+        if resource == WHOLE or WHOLE in self.slices.values():
+            return not self.slices
+        profile = profile_of(self.gpu_type, resource)
+        compute, memory = self._used()
+        count = sum(1 for r in self.slices.values() if r == resource)
+        return (
+            compute + profile.compute <= COMPUTE_SLICES
+            and memory + profile.memory <= MEMORY_SLICES
+            and count < profile.max
+        )
+
+    def take(self, holder: str, resource: str) -> None:
+        self.slices[holder] = resource
+
+    def release(self, holder: str) -> None:
+        self.slices.pop(holder, None)
+
+    @property
+    def busy_compute(self) -> int:
+        return self._used()[0]
