@@ -73,7 +73,9 @@ class Calibration:
         try:
             return self.entries[key].value
         except KeyError:
-            raise CalibrationError(f"calibration has no {key!r}: known keys are {', '.join(sorted(self.entries))}")
+            raise CalibrationError(
+                f"calibration has no {key!r}: known keys are {', '.join(sorted(self.entries))}"
+            ) from None
 
     def get(self, key: str, default: float) -> float:
         entry = self.entries.get(key)
@@ -116,7 +118,7 @@ def _load(path: Path) -> dict:
     try:
         data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise CalibrationError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: {exc}")
+        raise CalibrationError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: {exc}") from exc
     if not isinstance(data, dict):
         raise CalibrationError(f"{path}: a calibration file is a mapping of key -> {{value, source}}")
     return data

@@ -68,29 +68,32 @@ class Gpu:
     node: str
     slices: dict[str, str] = field(default_factory=dict)
     """Holder id → resource name of what runs on this GPU now."""
-
-    def _used(self) -> tuple[int, int]:
-        profiles = [profile_of(self.gpu_type, r) for r in self.slices.values()]
-        return sum(p.compute for p in profiles), sum(p.memory for p in profiles)
+    compute: int = 0
+    memory: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    """Totals of what ``slices`` holds, kept in step by :meth:`take` and :meth:`release`."""
 
     def fits(self, resource: str) -> bool:
-        if resource == WHOLE or WHOLE in self.slices.values():
+        if resource == WHOLE or self.counts.get(WHOLE):
             return not self.slices
         profile = profile_of(self.gpu_type, resource)
-        compute, memory = self._used()
-        count = sum(1 for r in self.slices.values() if r == resource)
         return (
-            compute + profile.compute <= COMPUTE_SLICES
-            and memory + profile.memory <= MEMORY_SLICES
-            and count < profile.max
+            self.compute + profile.compute <= COMPUTE_SLICES
+            and self.memory + profile.memory <= MEMORY_SLICES
+            and self.counts.get(resource, 0) < profile.max
         )
 
     def take(self, holder: str, resource: str) -> None:
+        self._count(resource, 1)
         self.slices[holder] = resource
 
     def release(self, holder: str) -> None:
-        self.slices.pop(holder, None)
+        resource = self.slices.pop(holder, None)
+        if resource is not None:
+            self._count(resource, -1)
 
-    @property
-    def busy_compute(self) -> int:
-        return self._used()[0]
+    def _count(self, resource: str, sign: int) -> None:
+        profile = profile_of(self.gpu_type, resource)
+        self.compute += sign * profile.compute
+        self.memory += sign * profile.memory
+        self.counts[resource] = self.counts.get(resource, 0) + sign

@@ -44,6 +44,12 @@ class Admission:
     def __post_init__(self) -> None:
         self.queues: dict[str, ClusterQueue] = {cq.name: cq for cq in self.spec.cluster_queues}
         self.pending = {name: [] for name in self.queues}
+        self.usage: dict[tuple[str, str], float] = {}
+        """(ClusterQueue, resource) → admitted amount, kept in step with ``admitted``."""
+
+    def _hold(self, workload: Workload, sign: float) -> None:
+        key = (workload.cluster_queue, workload.resource)
+        self.usage[key] = self.usage.get(key, 0.0) + sign * workload.amount
 
     def queue_of(self, local_queue: str) -> str:
         return self.spec.local_queues[local_queue]
@@ -53,44 +59,56 @@ class Admission:
         self.pending[workload.cluster_queue].append(workload)
 
     def finish(self, workload_id: str) -> None:
-        self.admitted.pop(workload_id, None)
+        workload = self.admitted.pop(workload_id, None)
+        if workload is not None:
+            self._hold(workload, -1.0)
 
     def cycle(self, now: float) -> tuple[list[Workload], list[Workload]]:
         """Admit what fits, in Kueue's order; returns (admitted, preempted)."""
         admitted: list[Workload] = []
         preempted: list[Workload] = []
-        progress = True
-        while progress:
-            progress = False
+        again = True
+        while again:  # once more only after a preemption put workloads back in a queue
+            again = False
             for name in sorted(self.queues):
-                queue = self.pending[name]
-                queue.sort(key=lambda w: (-w.priority, w.created))
-                for workload in list(queue):
-                    victims = [] if self._fits(workload) else self._victims(workload)
-                    if victims is None:
+                queue = sorted(self.pending[name], key=lambda w: (-w.priority, w.created))
+                seen = {w.id for w in queue}
+                refused: set[tuple[str, float, int]] = set()
+                kept: list[Workload] = []
+                for index, workload in enumerate(queue):
+                    shape = (workload.resource, workload.amount, workload.priority)
+                    victims = None if shape in refused else [] if self._fits(workload) else self._victims(workload)
+                    if victims is None:  # the same request already did not fit in this pass: skip it too
+                        refused.add(shape)
+                        kept.append(workload)
                         if self.queues[name].queueing_strategy == "StrictFIFO":
+                            kept.extend(queue[index + 1 :])
                             break
                         continue
                     for victim in victims:
                         self.admitted.pop(victim.id)
+                        self._hold(victim, -1.0)
                         victim.admitted_at = None
                         self.pending[victim.cluster_queue].append(victim)
                         preempted.append(victim)
-                    queue.remove(workload)
+                        again = True
                     workload.admitted_at = now
                     self.admitted[workload.id] = workload
+                    self._hold(workload, 1.0)
                     admitted.append(workload)
-                    progress = True
-                    break  # one admission per queue per pass: re-sort, others may have changed
+                self.pending[name] = kept + [w for w in self.pending[name] if w.id not in seen]
         return admitted, preempted
 
     # --- quota ----------------------------------------------------------------------------------
     def _usage(self, queue: str, resource: str, without: frozenset[str] = frozenset()) -> float:
-        return sum(
-            w.amount
-            for w in self.admitted.values()
-            if w.cluster_queue == queue and w.resource == resource and w.id not in without
-        )
+        usage = self.usage.get((queue, resource), 0.0)
+        if without:
+            usage -= sum(
+                w.amount
+                for w in self.admitted.values()
+                if w.id in without and w.cluster_queue == queue and w.resource == resource
+            )
+        return usage
 
     def _members(self, queue: ClusterQueue) -> list[ClusterQueue]:
         if queue.cohort is None:
@@ -120,6 +138,8 @@ class Admission:
     def _victims(self, workload: Workload) -> list[Workload] | None:
         """The Workloads whose eviction lets ``workload`` in, per the preemption policies; None if none do."""
         queue = self.queues[workload.cluster_queue]
+        if queue.preemption.within_cluster_queue == "Never" and queue.preemption.reclaim_within_cohort == "Never":
+            return None
         candidates: list[Workload] = []
         if queue.preemption.within_cluster_queue == "LowerPriority":
             candidates += [

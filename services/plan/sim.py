@@ -77,10 +77,21 @@ class Result:
     events: int = 0
 
 
+def dispatcher_settings(spec: ClusterSpec) -> DispatcherSettings:
+    """The dispatcher's settings for a spec (built once per arm: reading them is not free)."""
+    return DispatcherSettings(**spec.kubescribe.dispatcher)
+
+
 class ClusterSim:
     """One run of one spec over one trace; :meth:`run` returns the :class:`Result`."""
 
-    def __init__(self, spec: ClusterSpec, calibration: Calibration, recordings: list[Recording]) -> None:
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        calibration: Calibration,
+        recordings: list[Recording],
+        settings: DispatcherSettings | None = None,
+    ) -> None:
         self.spec, self.cal, self.recordings = spec, calibration, recordings
         self.env = simpy.Environment()
         self.gpus = [
@@ -93,7 +104,7 @@ class ClusterSim:
         self.jobs: dict[str, SimJob] = {}
         self.by_id = {r.id: r for r in recordings}
         self._kick = self.env.event()
-        settings = DispatcherSettings(**spec.kubescribe.dispatcher)
+        settings = settings or dispatcher_settings(spec)
         if not spec.kubescribe.packing:
             settings = settings.model_copy(update={"max_job_recordings": 1, "target_job_audio_s": 0.0})
         self.planner = Planner(settings)
@@ -234,10 +245,12 @@ class ClusterSim:
 
     def _scheduler(self):
         while True:
+            full: set[str] = set()  # placing pods only ever takes capacity: a miss stays a miss this pass
             for pod in self.queue.pop_ready(self.env.now):
                 job = self.jobs[pod.key]
-                gpu = next((g for g in self.gpus if g.fits(job.resource)), None)
+                gpu = None if job.resource in full else next((g for g in self.gpus if g.fits(job.resource)), None)
                 if gpu is None:
+                    full.add(job.resource)
                     self.queue.failed(pod, self.env.now)
                     continue
                 gpu.take(job.id, job.resource)
