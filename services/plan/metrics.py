@@ -38,7 +38,12 @@ def summarize(result: Result) -> dict[str, float]:
     waits = [first_bound[j.id] - j.created for j in jobs]
     admission = [(j.admitted if j.admitted is not None else j.created) - j.created for j in jobs]
     types = {g.name: g.gpu_type for g in result.gpus}
-    held = sum(profile_of(types[gpu], resource).compute * (to - frm) for j in jobs for gpu, resource, frm, to in j.runs)
+    held = sum(  # local slots are not GPUs: they add nothing, and utilisation is NaN
+        profile_of(types[gpu], resource).compute * (to - frm)
+        for j in jobs
+        for gpu, resource, frm, to in j.runs
+        if gpu in types
+    )
     capacity = COMPUTE_SLICES * len(result.gpus) * (end - start)
     return {
         "makespan_s": end - start,
