@@ -58,13 +58,17 @@ async def replay_on_stack(
     from services.runtime.stack import EmbeddedStack
 
     data_dir = workdir / name
-    stack = EmbeddedStack(
-        data_dir, llm="sim", nats_port=0, llm_port=0, ingest_port=0, sink=_quiet, env=env, log_level="WARNING"
-    )
-    try:
-        await asyncio.to_thread(stack.start)
-    except Exception as exc:
-        raise PaperError(f"{name}: the embedded stack did not start: {exc}".splitlines()[0]) from None
+    for attempt in (1, 2):  # a free port picked for a child can be taken before it binds: retry once
+        stack = EmbeddedStack(
+            data_dir, llm="sim", nats_port=0, llm_port=0, ingest_port=0, sink=_quiet, env=env, log_level="WARNING"
+        )
+        try:
+            await asyncio.to_thread(stack.start)
+            break
+        except Exception as exc:
+            if attempt == 2:
+                raise PaperError(f"{name}: the embedded stack did not start: {exc}".splitlines()[0]) from None
+            shutil.rmtree(data_dir, ignore_errors=True)
     try:
         await asyncio.to_thread(settle)
         nc = await connect(NatsSettings(url=stack.nats_url), name="kubescribe-paper")

@@ -120,12 +120,11 @@ class Admission:
         resource = workload.resource
         nominal = queue.nominal_quota.get(resource, 0.0)
         wanted = self._usage(queue.name, resource, without) + workload.amount
-        if wanted <= nominal:
-            return True
         if queue.cohort is None:
-            return False
+            return wanted <= nominal
         if wanted - nominal > queue.borrowing_limit.get(resource, float("inf")):
             return False
+        # In a cohort even nominal quota may be lent out: the cohort's pool decides.
         pool = used = 0.0
         for member in self._members(queue):
             member_nominal = member.nominal_quota.get(resource, 0.0)
