@@ -115,7 +115,9 @@ class TestKueue:
 
     def test_lower_priority_is_preempted_within_the_queue(self) -> None:
         kueue = _admission(
-            ClusterQueue(name="cq", nominal_quota={"gpu": 1}, preemption=Preemption(within_cluster_queue="LowerPriority"))
+            ClusterQueue(
+                name="cq", nominal_quota={"gpu": 1}, preemption=Preemption(within_cluster_queue="LowerPriority")
+            )
         )
         kueue.submit(_w("low", "cq", at=0))
         kueue.cycle(0.0)
