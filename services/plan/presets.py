@@ -88,7 +88,7 @@ KUEUE = Experiment(
         ),
         Arm(
             "kueue-cohort",
-            "variant: one ClusterQueue per model in a cohort, lendingLimit half",
+            "variant: one ClusterQueue per model in a cohort, lendingLimit half, reclaimWithinCohort Any",
             "variant",
             lambda p: _cluster(p, kueue=_kueue(p, cohort=True)),
             baseline="kube-scheduler",
@@ -133,7 +133,8 @@ KUEUE = Experiment(
         "per freed GPU, re-queued by the pod-completion event) for its own admission delay; against ~1 h jobs "
         "both are well under 1 % of the makespan. Without contention on CPU or memory, the Pending pods cost "
         "nothing, so the model has no mechanism for a 15 % gain; with more GPUs than quota Kueue costs makespan.",
-        "kueue-cohort": "Borrowing lets either queue use the idle half; with one burst it behaves like one queue.",
+        "kueue-cohort": "Borrowing lets the first queue take idle quota; when the other queue's Jobs arrive they "
+        "reclaim it, evicting hour-long borrowed Jobs that then restart from zero (the evictions column).",
         "ks-planner": "Hour-long recordings exceed target_job_audio_s, so the planner sends each alone: no packing "
         "gain on this workload.",
         "ks-cache": "Saves each pod's model download (GB / bandwidth, swept).",

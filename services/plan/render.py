@@ -29,7 +29,7 @@ def _metric_digits(key: str) -> int:
 
 
 def arm_rows(outcome: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["arm", "group", "what it is", *METRICS.values(), "jobs"]
+    header = ["arm", "group", "what it is", *METRICS.values(), "jobs", "evictions"]
     rows = []
     for name, arm in outcome["arms"].items():
         s = arm["summary"]
