@@ -106,8 +106,8 @@ EXPERIMENTS: dict[str, PaperExperiment] = {
 DEFAULT = ("kueue", "das")
 
 
-def environment() -> dict[str, Any]:
-    """Where and under what load the numbers were made."""
+def environment(out: Path | None = None) -> dict[str, Any]:
+    """Where and under what load the numbers were made (``dirty`` ignores ``out``, the results)."""
 
     def git(*args: str) -> str:
         try:
@@ -115,9 +115,10 @@ def environment() -> dict[str, Any]:
         except (OSError, subprocess.CalledProcessError):
             return ""
 
+    excluded = [f":(exclude){out}"] if out is not None else []
     return {
         "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain")),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)),
         "cores": os.cpu_count(),
         "load_average": list(os.getloadavg()),
         "python": sys.version.split()[0],
@@ -138,10 +139,10 @@ def run(names: list[str], out: Path, *, rounds: int, seed: int, note: Callable[[
         experiment = EXPERIMENTS[name]
         target = out / name
         target.mkdir(parents=True, exist_ok=True)
-        before = environment()
+        before = environment(out)
         result = experiment.run(Context(target, rounds, seed, note))
         result.update(name=name, title=experiment.title, scale=experiment.scale, rounds=rounds, seed=seed)
-        result["environment"] = {"start": before, "end": environment()}
+        result["environment"] = {"start": before, "end": environment(out)}
         (target / "result.json").write_text(json.dumps(_clean(result), indent=1) + "\n")
         (target / "environment.json").write_text(json.dumps(result["environment"], indent=1) + "\n")
         results[name] = result

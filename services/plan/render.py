@@ -40,6 +40,7 @@ def arm_rows(outcome: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 arm["label"],
                 *(ci(s[k], _metric_digits(k)) for k in METRICS),
                 f"{s['jobs']['mean']:.0f}",
+                f"{s['evictions']['mean']:.0f}",
             ]
         )
     return header, rows
