@@ -2,10 +2,10 @@
 predicts real replays on the embedded stack (local backend, slots = cores).
 
 Steps, per workload: :func:`services.plan.measure.measure` times the real transcriber on a few
-clips (right before the replay, so both see the machine's load of the moment); the workload (a burst of short recordings, Poisson arrivals of short ones, a burst of long ones,
-Poisson arrivals of long ones) is replayed open-loop on a fresh stack; the local simulator,
-fed the same trace with the rendered clips' real durations, predicts makespan and mean JCT.
-The verdict per workload is the relative error; the slow test holds it under 15 %.
+clips (right before the replay, so both see the machine's load of the moment); the workload (a
+burst or Poisson arrivals of short or of long recordings) is replayed open-loop on a fresh
+stack; the local simulator, fed the same trace with the rendered clips' real durations,
+predicts makespan and mean JCT. The verdict per workload is the relative error; the slow test holds it under 15 %.
 """
 
 from __future__ import annotations
