@@ -143,6 +143,21 @@ def plan(
     console.print(f"{outcome['elapsed_s']:.1f} s simulated wall time; outputs in {out_dir}")
 
 
+@plan_app.command("measure")
+def measure_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Calibration file to write (JSON).")] = Path(
+        "local-calibration.json"
+    ),
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timings per clip.")] = 3,
+) -> None:
+    """Time the real transcriber on this machine: the local.* calibration entries, with sources."""
+    from services.plan.measure import local_entries, measure
+
+    calibration = measure(repeats=repeats, note=console.print)
+    output.write_text(json.dumps(local_entries(calibration), indent=1) + "\n")
+    console.print(f"wrote {output}: use it with --calibration {output}")
+
+
 @plan_app.command("schema")
 def schema(output: Annotated[Path, typer.Argument(help="Directory for the JSON Schema.")] = Path("schemas")) -> None:
     """Write the cluster spec's JSON Schema."""

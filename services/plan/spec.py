@@ -5,8 +5,8 @@ Every field has the default of the real component it models, so a small file des
 cluster: backoff 1 s doubling to 10 s and a 5-minute unschedulable flush are kube-scheduler's
 (``podInitialBackoffSeconds``, ``podMaxBackoffSeconds``, ``podMaxInUnschedulablePodsDuration``);
 queueing strategies, cohorts, borrowing/lending limits and preemption policies are Kueue's
-ClusterQueue fields under their Kueue names. The JSON Schema is
-``schemas/kubescribe.plan.cluster.json`` (:func:`schema_files`).
+ClusterQueue fields under their Kueue names. ``kubescribe plan schema DIR`` writes the JSON
+Schema (:func:`schema_files`).
 """
 
 from __future__ import annotations
