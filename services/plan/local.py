@@ -47,7 +47,9 @@ class LocalSim:
         for index in range(self.slots):
             self.env.process(self._slot(index))
         self.env.process(self._dispatcher())
-        for recording in self.recordings:
+        # Recordings sent at the same instant reach the dispatcher as their uploads finish: the
+        # smaller first. The planner numbers them in that order, and a packed job keeps it.
+        for recording in sorted(self.recordings, key=lambda r: (r.arrival, r.duration_s)):
             self.env.process(self._arrive(recording))
         self._finished = self.env.event()
         self.env.run(until=self._finished)
