@@ -19,7 +19,6 @@ import typer
 from rich.console import Console
 
 from loadgen.paper import DEFAULT, EXPERIMENTS, load, run
-from loadgen.paper_render import markdown, tables
 
 console = Console(stderr=True)
 
@@ -36,6 +35,8 @@ def paper_command(
     ] = False,
 ) -> None:
     """The ICPE'26 paper's experiments: Kueue and DAS simulated at cluster scale, grounded locally."""
+    from loadgen.paper_render import markdown, tables
+
     names = list(experiments or DEFAULT)
     if render_only:
         results = load(out)

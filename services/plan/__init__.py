@@ -1,20 +1,31 @@
 """``kubescribe plan``: a capacity planner that simulates a GPU cluster (kube-scheduler, Kueue, DAS,
-MIG geometries) on a virtual clock and drives the real kubescribe planner through it."""
+MIG geometries) on a virtual clock and drives the real kubescribe planner through it.
 
-from services.plan.calibration import Calibration, Entry
-from services.plan.errors import CalibrationError, PlanError, SpecError
-from services.plan.sim import ClusterSim, Recording, Result
-from services.plan.spec import ClusterSpec, load_spec
+Names load on first use: the ``kubescribe`` CLI registers ``plan`` at every start, and SimPy,
+numpy and matplotlib should cost nothing to commands that never plan.
+"""
 
-__all__ = [
-    "Calibration",
-    "CalibrationError",
-    "ClusterSim",
-    "ClusterSpec",
-    "Entry",
-    "PlanError",
-    "Recording",
-    "Result",
-    "SpecError",
-    "load_spec",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Calibration": "services.plan.calibration",
+    "Entry": "services.plan.calibration",
+    "CalibrationError": "services.plan.errors",
+    "PlanError": "services.plan.errors",
+    "SpecError": "services.plan.errors",
+    "ClusterSim": "services.plan.sim",
+    "Recording": "services.plan.sim",
+    "Result": "services.plan.sim",
+    "ClusterSpec": "services.plan.spec",
+    "load_spec": "services.plan.spec",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'services.plan' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

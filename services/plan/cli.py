@@ -20,20 +20,19 @@ import math
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from loadgen.trace import read_trace
-from services.plan.calibration import Calibration, parse_sweep
 from services.plan.errors import PlanError
-from services.plan.experiment import Arm, Experiment, Runs, raw_records, run
-from services.plan.plots import cdf, gantt
-from services.plan.presets import PRESETS, preset
-from services.plan.render import markdown, tables
-from services.plan.spec import load_spec
+
+if TYPE_CHECKING:
+    from services.plan.experiment import Experiment, Runs
+
+PRESET_NAMES = ("paper-kueue", "paper-das")
+"""For the help text only (``services.plan.presets.PRESETS`` is the registry): importing it
+would load SimPy and numpy at every ``kubescribe`` start."""
 
 plan_app = typer.Typer(
     help="Capacity planner: simulate Kueue, kube-scheduler, DAS and kubescribe's planner on a virtual clock.",
@@ -54,6 +53,10 @@ def _jsonable(value: Any) -> Any:
 
 def write_outputs(outcome: dict[str, Any], runs: Runs, out: Path, command: str) -> list[Path]:
     """Everything a plan writes; the records compressed, the pictures from round one."""
+    from services.plan.experiment import raw_records
+    from services.plan.plots import cdf, gantt
+    from services.plan.render import markdown
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "plan.json").write_text(json.dumps(_jsonable(outcome), indent=1) + "\n")
     with gzip.open(out / "records.jsonl.gz", "wt") as handle:
@@ -74,6 +77,10 @@ def write_outputs(outcome: dict[str, Any], runs: Runs, out: Path, command: str) 
 
 
 def _custom(spec_path: Path, trace_path: Path) -> Experiment:
+    from loadgen.trace import read_trace
+    from services.plan.experiment import Arm, Experiment
+    from services.plan.spec import load_spec
+
     spec = load_spec(spec_path)
     items = read_trace(trace_path)
     data = spec.model_dump()
@@ -91,7 +98,7 @@ def _custom(spec_path: Path, trace_path: Path) -> Experiment:
 def plan(
     ctx: typer.Context,
     preset_name: Annotated[
-        str | None, typer.Option("--preset", help=f"A built-in experiment: {', '.join(PRESETS)}.")
+        str | None, typer.Option("--preset", help=f"A built-in experiment: {', '.join(PRESET_NAMES)}.")
     ] = None,
     spec: Annotated[Path | None, typer.Option("--spec", help="Cluster spec (YAML/JSON).")] = None,
     trace: Annotated[Path | None, typer.Option("--trace", help="loadgen trace (JSONL) of recordings.")] = None,
@@ -110,6 +117,13 @@ def plan(
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services.plan.calibration import Calibration, parse_sweep
+    from services.plan.experiment import run
+    from services.plan.presets import preset
+    from services.plan.render import tables
+
     if (preset_name is None) == (spec is None):
         raise typer.BadParameter("give either --preset NAME or --spec FILE --trace FILE")
     if spec is not None and trace is None:
