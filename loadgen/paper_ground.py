@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,7 @@ def ground(
     from services.plan.measure import local_entries, measure
 
     out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="kubescribe-ground-"))  # stacks' JetStream files: not results
     slots = os.cpu_count() or 1
     rows = []
     given = calibration
@@ -106,7 +109,7 @@ def ground(
         else:
             run = asyncio.run(
                 replay_on_stack(
-                    items, trace_path, name=workload.name, env={}, workdir=out / "stacks", results=out, deadline_s=600
+                    items, trace_path, name=workload.name, env={}, workdir=scratch, results=out, deadline_s=600
                 )
             )
         measured = summarize_replay(run)
@@ -129,4 +132,5 @@ def ground(
             f"{workload.name}: makespan {real['makespan_s']:.1f} s measured, {predicted['makespan_s']:.1f} predicted; "
             f"mean JCT {real['jct_mean_s']:.1f} / {predicted['jct_mean_s']:.1f} s"
         )
+    shutil.rmtree(scratch, ignore_errors=True)
     return {"slots": slots, "tolerance": TOLERANCE, "seed": seed, "workloads": rows}
