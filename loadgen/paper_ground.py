@@ -2,7 +2,7 @@
 predicts real replays on the embedded stack (local backend, slots = cores).
 
 Steps, per workload: :func:`services.plan.measure.measure` times the real transcriber on a few
-clips (right before the replay, so both see the machine's load of the moment); the workload (a
+clips right before and right after the replay (the mean: both bracket the load the replay saw); the workload (a
 burst or Poisson arrivals of short or of long recordings) is replayed open-loop on a fresh
 stack; the local simulator, fed the same trace with the rendered clips' real durations,
 predicts makespan and mean JCT. The verdict per workload is the relative error; the slow test holds it under 15 %.
@@ -86,7 +86,7 @@ def ground(
     from loadgen.replay import prepare_audio
     from loadgen.report import summarize_replay
     from loadgen.results import read_run
-    from services.plan.measure import local_entries, measure
+    from services.plan.measure import bracket, local_entries, measure
 
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="kubescribe-ground-"))  # stacks' JetStream files: not results
@@ -94,11 +94,9 @@ def ground(
     rows = []
     given = calibration
     for workload in workloads:
-        # Measured right before each replay: on a shared machine the speed of a core drifts with
-        # other people's load, and the replay that follows sees the load of now, not of an hour ago.
-        calibration = given or measure(repeats=1, note=note)
-        path = out / f"{workload.name}.calibration.json"
-        path.write_text(json.dumps(local_entries(calibration), indent=1) + "\n")
+        # Measured right before and right after each replay: on a shared machine the speed of a
+        # core drifts with other people's load, and the replay saw the load in between.
+        before = given or measure(repeats=1, note=note)
         items = workload_trace(workload, seed)
         trace_path = write_trace(out / f"{workload.name}.trace.jsonl", items)
         audio = prepare_audio(items, cache_dir=None, base_dir=out, progress=NullProgress())
@@ -109,9 +107,19 @@ def ground(
         else:
             run = asyncio.run(
                 replay_on_stack(
-                    items, trace_path, name=workload.name, env={}, workdir=scratch, results=out, deadline_s=600
+                    items,
+                    trace_path,
+                    name=workload.name,
+                    env={},
+                    workdir=scratch,
+                    results=out,
+                    deadline_s=600,
+                    settle_limit_s=15.0,
                 )
             )
+        calibration = given or bracket(before, measure(repeats=1, note=note))
+        path = out / f"{workload.name}.calibration.json"
+        path.write_text(json.dumps(local_entries(calibration), indent=1) + "\n")
         measured = summarize_replay(run)
         real = {"makespan_s": measured["makespan_s"], "jct_mean_s": measured["jct_s"]["mean"]}
         predicted = predict(items, durations, calibration, slots)

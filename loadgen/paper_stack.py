@@ -49,6 +49,7 @@ async def replay_on_stack(
     workdir: Path,
     results: Path,
     deadline_s: float = 300.0,
+    settle_limit_s: float = 45.0,
     progress: Progress | None = None,
 ) -> Run:
     """Replay ``items`` on a fresh embedded stack configured by ``env``; writes and returns the Run."""
@@ -70,7 +71,7 @@ async def replay_on_stack(
                 raise PaperError(f"{name}: the embedded stack did not start: {exc}".splitlines()[0]) from None
             shutil.rmtree(data_dir, ignore_errors=True)
     try:
-        await asyncio.to_thread(settle)
+        await asyncio.to_thread(settle, settle_limit_s)
         nc = await connect(NatsSettings(url=stack.nats_url), name="kubescribe-paper")
         target = HttpTarget(stack.ingest_url)
         try:

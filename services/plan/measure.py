@@ -119,3 +119,15 @@ def measure(
 
 def local_entries(calibration: Calibration) -> dict[str, dict[str, object]]:
     return {k: v for k, v in calibration.to_json().items() if k.startswith("local.")}
+
+
+def bracket(before: Calibration, after: Calibration) -> Calibration:
+    """The mean of two measurements taken either side of a run: on a shared machine the speed of a
+    core drifts with other people's load, and the run saw the load in between."""
+    entries = dict(before.entries)
+    for key, entry in before.entries.items():
+        if key.startswith("local.") and key in after.entries:
+            value = (entry.value + after.entries[key].value) / 2
+            entries[key] = Entry(value, f"mean of two measurements either side of the replay; first: {entry.source}",
+                                 entry.unit)  # fmt: skip
+    return Calibration(entries)
