@@ -2,10 +2,11 @@
 predicts real replays on the embedded stack (local backend, slots = cores).
 
 Steps, per workload: :func:`services.plan.measure.measure` times the real transcriber on a few
-clips right before and right after the replay (the mean: both bracket the load the replay saw); the workload (a
-burst or Poisson arrivals of short or of long recordings) is replayed open-loop on a fresh
-stack; the local simulator, fed the same trace with the rendered clips' real durations,
-predicts makespan and mean JCT. The verdict per workload is the relative error; the slow test holds it under 15 %.
+clips right before and right after the replay (their mean brackets the load the replay saw);
+the workload (a burst or Poisson arrivals of short or of long recordings) is replayed open-loop
+on a fresh stack; the local simulator, fed the same trace with the rendered clips' real
+durations, predicts makespan and mean JCT. The verdict per workload is the relative error; the
+slow test holds it under 15 %.
 """
 
 from __future__ import annotations
