@@ -48,15 +48,23 @@ GEOMETRIES: dict[str, dict[str, Profile]] = {
 
 
 def profile_of(gpu_type: str, resource: str) -> Profile:
-    """The profile a resource name stands for on ``gpu_type``; a whole GPU is the full 7g."""
+    """The profile a resource name stands for on ``gpu_type``; a whole GPU is the full 7g.
+
+    A profile named for another GPU maps to this GPU's profile of the same shape (compute and
+    memory slices): ``mig-1g.5gb`` of an A100-40GB is ``mig-1g.10gb`` on an H100-80GB, so a model →
+    profile table written for one GPU type plans on the others.
+    """
     profiles = GEOMETRIES[gpu_type]
     if resource == WHOLE:
         return max(profiles.values(), key=lambda p: p.compute)
-    try:
+    if resource in profiles:
         return profiles[resource]
-    except KeyError:
-        known = ", ".join(profiles)
-        raise ValueError(f"{resource!r} is not a MIG profile of {gpu_type}: choose from {known} or {WHOLE}") from None
+    for other in GEOMETRIES.values():
+        if resource in other:
+            shape = (other[resource].compute, other[resource].memory)
+            return next(p for p in profiles.values() if (p.compute, p.memory) == shape)
+    known = ", ".join(profiles)
+    raise ValueError(f"{resource!r} is not a MIG profile of {gpu_type}: choose from {known} or {WHOLE}")
 
 
 @dataclass

@@ -89,6 +89,8 @@ def tables(outcome: dict[str, Any]) -> list[Table]:
         specs.append((f"Sensitivity of Δ {METRICS[outcome['metric']]} (most influential first)", sweep_rows(outcome)))
     result = []
     for title, (header, rows) in specs:
+        if not rows:  # a single spec has no comparison to show
+            continue
         table = Table(title=title, show_lines=False)
         for index, column in enumerate(header):
             table.add_column(column, justify="left" if index < 3 or column.startswith("why") else "right",

@@ -128,11 +128,10 @@ class ClusterSpec(_Strict):
     @model_validator(mode="after")
     def _profiles_exist(self) -> ClusterSpec:
         if self.workload.das:
-            for pool in self.gpus:
-                known = GEOMETRIES[pool.type]
-                for profile in {*self.workload.profiles.values(), self.workload.default_profile}:
-                    if profile not in known:
-                        raise ValueError(f"profile {profile!r} does not exist on {pool.type}: {', '.join(known)}")
+            known = sorted({name for profiles in GEOMETRIES.values() for name in profiles})
+            for profile in {*self.workload.profiles.values(), self.workload.default_profile}:
+                if profile not in known:
+                    raise ValueError(f"unknown MIG profile {profile!r}: choose from {', '.join(known)}")
         return self
 
 

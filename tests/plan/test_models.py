@@ -36,6 +36,13 @@ class TestMig:
         gpu.take("s", "mig-1g.10gb")
         assert not gpu.fits(WHOLE)
 
+    def test_a_profile_named_for_another_gpu_maps_to_the_same_shape(self) -> None:
+        gpu = Gpu("g", "H100-80GB", "n")
+        for i in range(7):
+            gpu.take(f"p{i}", "mig-1g.5gb")  # the A100 name: an H100 1g.10gb
+        assert not gpu.fits("mig-1g.10gb")
+        assert gpu.counts == {"mig-1g.5gb": 7}
+
     @pytest.mark.parametrize("gpu_type", sorted(GEOMETRIES))
     def test_every_geometry_has_seven_one_g_slices(self, gpu_type: str) -> None:
         smallest = min(GEOMETRIES[gpu_type].values(), key=lambda p: (p.compute, p.memory))
