@@ -37,6 +37,8 @@ class Context:
     rounds: int
     seed: int
     note: Callable[[str], None]
+    reuse: bool = False
+    """Re-derive from the raw records already under ``out`` instead of running again, where possible."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ def _ground(ctx: Context) -> dict[str, Any]:
     from loadgen.paper_ground import ground
     from services.plan.metrics import bootstrap
 
-    rounds = [ground(ctx.out / f"round-{i + 1}", seed=ctx.seed + i, note=ctx.note) for i in range(ctx.rounds)]
+    rounds = [
+        ground(ctx.out / f"round-{i + 1}", seed=ctx.seed + i, reuse=ctx.reuse, note=ctx.note) for i in range(ctx.rounds)
+    ]
     names = [w["workload"] for w in rounds[0]["workloads"]]
     table = {}
     for name in names:
@@ -127,7 +131,9 @@ def environment(out: Path | None = None) -> dict[str, Any]:
     }
 
 
-def run(names: list[str], out: Path, *, rounds: int, seed: int, note: Callable[[str], None]) -> dict[str, Any]:
+def run(
+    names: list[str], out: Path, *, rounds: int, seed: int, note: Callable[[str], None], reuse: bool = False
+) -> dict[str, Any]:
     """Run the named experiments one after another; each writes under ``out/<name>/``."""
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
@@ -140,7 +146,7 @@ def run(names: list[str], out: Path, *, rounds: int, seed: int, note: Callable[[
         target = out / name
         target.mkdir(parents=True, exist_ok=True)
         before = environment(out)
-        result = experiment.run(Context(target, rounds, seed, note))
+        result = experiment.run(Context(target, rounds, seed, note, reuse))
         result.update(name=name, title=experiment.title, scale=experiment.scale, rounds=rounds, seed=seed)
         result["environment"] = {"start": before, "end": environment(out)}
         (target / "result.json").write_text(json.dumps(_clean(result), indent=1) + "\n")

@@ -30,6 +30,9 @@ def paper_command(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds per number (5 or more to publish).")] = 5,
     seed: Annotated[int, typer.Option("--seed", help="First seed.")] = 1,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results directory.")] = Path("paper-results"),
+    reuse: Annotated[
+        bool, typer.Option("--reuse", help="ground: re-predict replays already recorded under --out.")
+    ] = False,
     render_only: Annotated[
         bool, typer.Option("--render-only", help="Re-render the results already under --out; run nothing.")
     ] = False,
@@ -41,7 +44,7 @@ def paper_command(
     if render_only:
         results = load(out)
     else:
-        results = run(names, out, rounds=rounds, seed=seed, note=console.print)
+        results = run(names, out, rounds=rounds, seed=seed, note=console.print, reuse=reuse)
         if (out / "summary.md").exists():  # keep what other experiments wrote earlier
             results = {**load(out), **results}
     printer = Console(width=200 if not sys.stdout.isatty() else None)

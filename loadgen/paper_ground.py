@@ -87,6 +87,7 @@ def ground(
     from loadgen.replay import prepare_audio
     from loadgen.report import summarize_replay
     from loadgen.results import read_run
+    from services.plan.calibration import Calibration
     from services.plan.measure import bracket, local_entries, measure
 
     out.mkdir(parents=True, exist_ok=True)
@@ -95,17 +96,19 @@ def ground(
     rows = []
     given = calibration
     for workload in workloads:
-        # Measured right before and right after each replay: on a shared machine the speed of a
-        # core drifts with other people's load, and the replay saw the load in between.
-        before = given or measure(repeats=1, note=note)
         items = workload_trace(workload, seed)
         trace_path = write_trace(out / f"{workload.name}.trace.jsonl", items)
         audio = prepare_audio(items, cache_dir=None, base_dir=out, progress=NullProgress())
         durations = {i.id: audio[audio_key(i.audio)].duration_s or 0.0 for i in items if i.audio is not None}
-        saved = out / f"{workload.name}.jsonl"
-        if reuse and saved.exists():  # re-predict an earlier replay (e.g. after re-measuring)
+        saved, measured_path = out / f"{workload.name}.jsonl", out / f"{workload.name}.calibration.json"
+        if reuse and saved.exists() and (given is not None or measured_path.exists()):
+            # Re-predict an earlier replay from its raw records and the timings taken beside it.
             run = read_run(saved)
+            calibration = given or Calibration.default().merged(measured_path)
         else:
+            # Measured right before and right after each replay: on a shared machine the speed of
+            # a core drifts with other people's load, and the replay saw the load in between.
+            before = given or measure(repeats=1, note=note)
             run = asyncio.run(
                 replay_on_stack(
                     items,
@@ -118,9 +121,8 @@ def ground(
                     settle_limit_s=15.0,
                 )
             )
-        calibration = given or bracket(before, measure(repeats=1, note=note))
-        path = out / f"{workload.name}.calibration.json"
-        path.write_text(json.dumps(local_entries(calibration), indent=1) + "\n")
+            calibration = given or bracket(before, measure(repeats=1, note=note))
+            measured_path.write_text(json.dumps(local_entries(calibration), indent=1) + "\n")
         measured = summarize_replay(run)
         real = {"makespan_s": measured["makespan_s"], "jct_mean_s": measured["jct_s"]["mean"]}
         predicted = predict(items, durations, calibration, slots)
