@@ -390,4 +390,7 @@ def report_command(
 
 
 def register(app: typer.Typer) -> None:
+    from loadgen import paper_cli
+
+    paper_cli.register(loadgen_app)
     app.add_typer(loadgen_app, name="loadgen")

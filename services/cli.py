@@ -9,6 +9,7 @@ Examples::
     kubescribe serve ingest                 # one service (a container's command)
     kubescribe sim-llm --ttft 0.2 --itl 0.02
     kubescribe loadgen make --preset kueue -o trace.jsonl
+    kubescribe plan --preset paper-kueue --rounds 5
     kubescribe schemas export schemas/
 
 Exit status: 0 on success, 2 on a usage error, 1 on a runtime failure (one readable line).
@@ -43,6 +44,7 @@ COMMAND_MODULES = (
     "services.transcriber.cli",
     "services.summarizer.cli",
     "loadgen.cli",
+    "services.plan.cli",
 )
 """Each module has ``register(app)`` adding its commands; the CLI is assembled from them."""
 
