@@ -22,7 +22,7 @@ pytestmark = [
     pytest.mark.xfail(
         strict=False,
         reason="known open: within 15 % on bursts of short recordings, not yet on long or Poisson traces "
-        "(docs/results/paper/README.md has the measured errors)",
+        "(docs/results/paper/summary.md has the measured errors)",
     ),
 ]
 
