@@ -19,9 +19,7 @@ and the Kubernetes backends run it unchanged. At-least-once safety, step by step
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 
 from nats.js import JetStreamContext
 from opentelemetry import trace
@@ -31,9 +29,10 @@ from services.common.errors import UnsupportedAudioError
 from services.common.events import ObjectRef
 from services.common.jobspec import ChunkSpec, JobRecording, TranscriptionJob
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
-from services.common.storage import get_bytes, get_to_file, put_bytes
+from services.common.storage import get_bytes, put_bytes
 from services.common.telemetry import StageSpan, extract_context, tracer
 from services.common.topology import TRANSCRIPTS_BUCKET
+from services.transcriber.audio import decoding_options, transcription_span
 from services.transcriber.engine import SAMPLE_RATE, Engine, decode
 from services.transcriber.merge import ChunkTranscript, chunk_key, merge_chunks
 from services.transcriber.window import chunk_window
@@ -114,15 +113,7 @@ async def _transcribe_chunk(
     model: str,
 ) -> None:
     """One ``transcription`` span per chunk, under the recording's trace; the result stored by key."""
-    parent = extract_context({"traceparent": recording.traceparent} if recording.traceparent else None)
-    with (
-        tracer().start_as_current_span(
-            StageSpan.TRANSCRIPTION, context=parent, attributes=chunk_attributes(job, recording)
-        ) as span,
-        tempfile.TemporaryDirectory(prefix="kubescribe-") as tmp,
-    ):
-        path = Path(tmp) / "audio"
-        await get_to_file(js, recording.audio, path)
+    async with transcription_span(js, recording, chunk_attributes(job, recording)) as (span, path):
         audio = await asyncio.to_thread(decode, path)
         start_s, end_s = await asyncio.to_thread(chunk_window, audio, chunk)
         window = audio[int(start_s * SAMPLE_RATE) : int(end_s * SAMPLE_RATE)]
@@ -133,14 +124,7 @@ async def _transcribe_chunk(
         segments, language = [], None
         try:
             result = await asyncio.to_thread(
-                engine.transcribe_audio,
-                window,
-                model=job.model,
-                language=recording.language,
-                offset_s=start_s,
-                word_timestamps=bool(recording.word_timestamps),
-                prompt=recording.prompt,
-                temperature=recording.temperature,
+                engine.transcribe_audio, window, model=job.model, offset_s=start_s, **decoding_options(recording)
             )
             segments, language = result.segments, result.language
             span.set_attribute("kubescribe.cpu_s", result.cpu_s)

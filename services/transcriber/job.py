@@ -20,10 +20,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from nats.js import JetStreamContext
 from opentelemetry import trace
@@ -34,10 +32,11 @@ from services.common.events import Stage, TranscriptReady
 from services.common.jobspec import JobRecording, TranscriptionJob
 from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, StatusStore
-from services.common.storage import get_bytes, get_to_file, put_bytes
+from services.common.storage import get_bytes, put_bytes
 from services.common.telemetry import StageSpan, extract_context, record_span, tracer
 from services.common.tombstones import is_deleted
 from services.common.topology import TRANSCRIPTS_BUCKET
+from services.transcriber.audio import decoding_options, transcription_span
 from services.transcriber.chunks import run_chunk
 from services.transcriber.engine import Engine
 
@@ -155,25 +154,9 @@ async def _transcribe_one(
     engine: Engine,
     model: str,
 ) -> None:
-    parent = extract_context({"traceparent": recording.traceparent} if recording.traceparent else None)
-    with (
-        tracer().start_as_current_span(
-            StageSpan.TRANSCRIPTION, context=parent, attributes=_attributes(job, recording)
-        ) as span,
-        tempfile.TemporaryDirectory(prefix="kubescribe-") as tmp,
-    ):
-        path = Path(tmp) / "audio"
-        await get_to_file(js, recording.audio, path)
+    async with transcription_span(js, recording, _attributes(job, recording)) as (span, path):
         wall = time.perf_counter()
-        result = await asyncio.to_thread(
-            engine.transcribe,
-            path,
-            model=job.model,
-            language=recording.language,
-            word_timestamps=bool(recording.word_timestamps),
-            prompt=recording.prompt,
-            temperature=recording.temperature,
-        )
+        result = await asyncio.to_thread(engine.transcribe, path, model=job.model, **decoding_options(recording))
         span.set_attribute("kubescribe.audio_s", result.audio_s)
         span.set_attribute("kubescribe.cpu_s", result.cpu_s)
         transcript = Transcript(
