@@ -83,10 +83,10 @@ def ground(
     """Measure (unless given a calibration), replay, predict; returns per-workload errors."""
     from loadgen.audio import audio_key
     from loadgen.paper_stack import replay_on_stack
-    from loadgen.progress import NullProgress
     from loadgen.replay import prepare_audio
     from loadgen.report import summarize_replay
     from loadgen.results import read_run
+    from services.common.progress import NullProgress
     from services.plan.calibration import Calibration
     from services.plan.measure import bracket, local_entries, measure
 

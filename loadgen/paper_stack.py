@@ -17,9 +17,9 @@ from pathlib import Path
 import psutil
 
 from loadgen.errors import LoadgenError
-from loadgen.progress import NullProgress, Progress
 from loadgen.results import Run, write_run
 from loadgen.trace import TraceItem
+from services.common.progress import NullProgress, Progress
 
 
 class PaperError(LoadgenError):
