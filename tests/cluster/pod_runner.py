@@ -5,7 +5,8 @@ For every unsuspended, unfinished Job it runs the pod template's one container: 
 each volume a directory (``emptyDir`` per pod, a PVC's per claim, shared), and the security
 context checked where it can be: ``runAsNonRoot`` fails the pod when the process would run as
 root, ``runAsUser``/``runAsGroup``/``fsGroup`` are really applied when this process may switch
-user (it runs as root here), and volume directories are owned by the fsGroup. It writes what the
+user (when the interpreter is not reachable by that uid, e.g. under a 0700 home, the pod runs as
+this process's user and says so in its log and :attr:`PodRunner.identity_skipped`), and volume directories are owned by the fsGroup. It writes what the
 Job controller would: ``startTime``, ``active``/``ready``, ``succeeded``/``failed`` and the
 ``Complete``/``Failed`` conditions with ``completionTime``, retrying a failed pod up to
 ``backoffLimit`` (``podFailurePolicy`` rules on exit codes are honoured). A Job suspended again
@@ -96,6 +97,8 @@ class PodRunner:
         self.in_image = image_available() if in_image is None else in_image
         self.runs: dict[str, _JobRun] = {}
         self.started: list[str] = []
+        self.identity_skipped: list[str] = []
+        """Jobs whose pod ran as this process's user because the target uid cannot reach the interpreter."""
         """Job names, once per pod started (a Job run twice appears twice)."""
         self._loop = Loop(self.reconcile, "pod-runner", poll_s)
 
@@ -192,17 +195,29 @@ class PodRunner:
         env["PYTHONPATH"] = str(REPO)  # the image has the package installed; here the checkout is it
         switch = os.geteuid() == 0 and uid != 0
         with launch.log.open("wb") as out:
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                env=env,
-                cwd=str(launch.mounts.get("/tmp", REPO)),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                user=uid if switch else None,
-                group=launch.gid if switch and launch.gid is not None else None,
-                extra_groups=launch.groups if switch else None,
-                start_new_session=True,
-            )
+
+            async def spawn(as_user: bool) -> asyncio.subprocess.Process:
+                return await asyncio.create_subprocess_exec(
+                    *command,
+                    env=env,
+                    cwd=str(launch.mounts.get("/tmp", REPO)),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    user=uid if as_user else None,
+                    group=launch.gid if as_user and launch.gid is not None else None,
+                    extra_groups=launch.groups if as_user else None,
+                    start_new_session=True,
+                )
+
+            try:
+                process = await spawn(switch)
+            except PermissionError as exc:  # this checkout's Python is not reachable by that uid
+                out.write(
+                    f"pod-runner: runAsUser {uid} not applied here ({exc}); running as uid {os.geteuid()}\n".encode()
+                )
+                out.flush()
+                self.identity_skipped.append(launch.job)
+                process = await spawn(False)
         return Pod(launch.job, launch.index, process, launch.log)
 
     async def _start_in_image(self, launch: _Launch) -> Pod:

@@ -54,7 +54,7 @@ def _conditions(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in workload["status"]["conditions"]}
 
 
-async def _until(predicate, timeout: float = 10.0) -> None:
+async def _until(predicate, timeout: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not await predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
