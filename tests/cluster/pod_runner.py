@@ -5,8 +5,9 @@ For every unsuspended, unfinished Job it runs the pod template's one container: 
 each volume a directory (``emptyDir`` per pod, a PVC's per claim, shared), and the security
 context checked where it can be: ``runAsNonRoot`` fails the pod when the process would run as
 root, ``runAsUser``/``runAsGroup``/``fsGroup`` are really applied when this process may switch
-user (when the interpreter is not reachable by that uid, e.g. under a 0700 home, the pod runs as
-this process's user and says so in its log and :attr:`PodRunner.identity_skipped`), and volume directories are owned by the fsGroup. It writes what the
+user (when the interpreter is not reachable by that uid, e.g. under a 0700 home, the pod runs
+as this process's user and says so in its log and :attr:`PodRunner.identity_skipped`), and
+volume directories are owned by the fsGroup. It writes what the
 Job controller would: ``startTime``, ``active``/``ready``, ``succeeded``/``failed`` and the
 ``Complete``/``Failed`` conditions with ``completionTime``, retrying a failed pod up to
 ``backoffLimit`` (``podFailurePolicy`` rules on exit codes are honoured). A Job suspended again

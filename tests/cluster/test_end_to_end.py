@@ -35,6 +35,8 @@ from tests.speech import SENTENCES, synthesize
 pytestmark = [pytest.mark.slow, pytest.mark.k8s, pytest.mark.nats, pytest.mark.whisper]
 
 CHART_NATS = "nats://ks-nats.transcribe.svc:4222"
+CPU_VALUES = {"transcriber": {"useDas": False}}
+"""The chart's CPU path (kind + Kueue on CPU): no MIG slices here, so Jobs ask for cpu/memory."""
 CHART_LLM = "http://ks-kubescribe-llm-sim.transcribe.svc:8000"
 
 
@@ -122,7 +124,7 @@ def sim_llm():
 @pytest.fixture
 async def release(make_cluster, nats_server, nc, sim_llm):
     cluster = make_cluster(services={CHART_NATS: nats_server.url, CHART_LLM: sim_llm.url})
-    await cluster.install(in_image=False)
+    await cluster.install(CPU_VALUES, in_image=False)
     return cluster
 
 
