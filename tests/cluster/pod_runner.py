@@ -86,6 +86,8 @@ class _JobRun:
     pod: Pod | None = None
     done: bool = False
     pods: list[Pod] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+    """One per pod attempt, a pod that never started included (its log says why)."""
 
 
 class PodRunner:
@@ -117,7 +119,7 @@ class PodRunner:
         return run is not None and run.pod is not None
 
     def logs(self, job: str) -> str:
-        return "\n".join(p.log.read_text() for p in self.runs[job].pods if p.log.exists())
+        return "\n".join(log.read_text() for log in self.runs[job].logs if log.exists())
 
     async def reconcile(self) -> None:
         jobs = {j["metadata"]["name"]: j for j in await asyncio.to_thread(list_jobs, self.api, self.namespace)}
@@ -138,9 +140,10 @@ class PodRunner:
     async def _start(self, name: str, job: dict[str, Any], run: _JobRun) -> None:
         spec = job["spec"]["template"]["spec"]
         [container] = spec["containers"]  # kubescribe's Jobs have one container
-        index = len(run.pods)
+        index = len(run.logs)
         log = self.workdir / "logs" / f"{name}-{index}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        run.logs.append(log)
         try:
             env = await asyncio.to_thread(resolve_env, self.api, self.namespace, container)
             uid, gid, groups = _identity(spec.get("securityContext") or {}, container.get("securityContext") or {})
