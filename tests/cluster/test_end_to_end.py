@@ -3,7 +3,8 @@
 ingest (real HTTP) → NATS (the session's nats-server) → dispatcher with the Kubernetes backend,
 its settings the environment the rendered dispatcher Deployment gets (ConfigMap, Secret, env)
 → a Job on kmock, admitted by the emulated Kueue from the rendered ClusterQueue → its pod run
-from the pod template as uid 10001 (real faster-whisper) → summarizer (rendered settings, the
+from the pod template (real faster-whisper; in the built image as uid 10001 when it exists, set
+``KUBESCRIBE_TEST_IMAGE`` to pick a tag, else a local process) → summarizer (rendered settings, the
 LLM simulator behind the rendered gateway address). The services run in this process; only the
 in-cluster addresses are routed to the test servers.
 """
@@ -124,7 +125,7 @@ def sim_llm():
 @pytest.fixture
 async def release(make_cluster, nats_server, nc, sim_llm):
     cluster = make_cluster(services={CHART_NATS: nats_server.url, CHART_LLM: sim_llm.url})
-    await cluster.install(CPU_VALUES, in_image=False)
+    await cluster.install(CPU_VALUES)  # in the built image when it exists, else local processes
     return cluster
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from tests.cluster.pod_runner import IMAGE, image_available
+
 pytestmark = [pytest.mark.k8s]
 
 
@@ -43,9 +45,9 @@ def _job(name: str, script: str, **pod: Any) -> dict[str, Any]:
     }
 
 
-async def _run(make_cluster, job: dict[str, Any]) -> tuple[dict[str, Any], str]:
+async def _run(make_cluster, job: dict[str, Any], *, in_image: bool = False) -> tuple[dict[str, Any], str]:
     cluster = make_cluster(services={"nats://ks-nats.transcribe.svc:4222": "nats://127.0.0.1:4999"})
-    await cluster.install(in_image=False)
+    await cluster.install(in_image=in_image)
     batch = k8s.BatchV1Api(cluster.api)
     await asyncio.to_thread(batch.create_namespaced_job, "transcribe", job)
     name = job["metadata"]["name"]
@@ -101,3 +103,17 @@ async def test_a_failing_pod_is_retried_up_to_the_backoff_limit(make_cluster) ->
     assert _condition(status) == ("Failed", "BackoffLimitExceeded")
     assert status["failed"] == 2
     assert log.count("attempt") == 2
+
+
+@pytest.mark.skipif(not image_available(), reason=f"no built image {IMAGE} (the image tests build it) or no buildah")
+async def test_in_the_built_image_the_pod_runs_as_its_user_with_its_volumes(make_cluster) -> None:
+    job = _job(
+        "image",
+        'echo "uid=$(id -u) url=$KUBESCRIBE_NATS_URL" && touch /tmp/written && ls /tmp',
+        securityContext={"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
+        envFrom=[{"secretRef": {"name": "ks-kubescribe-nats"}}],
+    )
+    status, log = await _run(make_cluster, job, in_image=True)
+    assert _condition(status) == ("Complete", ""), log
+    assert "uid=10001 url=nats://127.0.0.1:4999" in log
+    assert "written" in log
