@@ -169,9 +169,11 @@ async def test_an_eviction_mid_run_still_ends_in_exactly_one_transcript_and_summ
 
         await _until(pod_running, 120, "the first pod")
         [first] = [name for name in cluster.pods.runs if cluster.pods.running(name)]
-        await asyncio.sleep(1.0)  # the transcriber is starting: importing, loading the model
+        # At once: the transcriber is still starting (importing, loading the model).
         await cluster.kueue.evict(first, "PodsReadyTimeout", "Exceeded the PodsReady timeout")
         transcripts, summaries = await _one_transcript_and_summary(cluster, js, recording_id)
+    [killed] = cluster.pods.runs[first].pods
+    assert killed.process.returncode not in (None, 0), "the first pod was to be evicted mid-run"
     assert len(transcripts) == 1, transcripts
     assert len(summaries) == 1, summaries
     assert cluster.kueue.admitted[0] == first

@@ -358,7 +358,8 @@ class Kueue:
             [cond("Admitted", "NoReservation", "The workload has no reservation", now, "False")],
             admission=None,
         )
-        await patch_job(self.api, self.namespace, workload.job, {"spec": {"suspend": True}})
+        with contextlib.suppress(ApiException):  # the Job is gone already: nothing to suspend
+            await patch_job(self.api, self.namespace, workload.job, {"spec": {"suspend": True}})
 
     async def _write(self, workload: _Workload, conditions: list[dict[str, Any]], **status: Any) -> None:
         for condition in conditions:
