@@ -111,8 +111,11 @@ async def test_quota_holds_the_second_job_until_the_first_finishes(make_cluster)
 
 
 async def _pending_reason(cluster, name: str) -> bool:
-    workload = cluster.kueue.workloads.get(name)
-    return workload is not None and workload.conditions.get("QuotaReserved", {}).get("status") == "False"
+    """The Workload on the API server says it has no quota reserved (and why)."""
+    if name not in cluster.kueue.workloads:
+        return False
+    conditions = _conditions(await _workload(cluster, name))
+    return conditions.get("QuotaReserved", {}).get("status") == "False"
 
 
 async def test_a_profile_the_cluster_queue_does_not_cover_stays_inadmissible(make_cluster) -> None:

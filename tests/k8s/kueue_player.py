@@ -332,8 +332,8 @@ class Kueue:
             f"Preempted to accommodate a workload (UID: {preemptor.name}, JobUID: {preemptor.job_uid})"
             " due to prioritization in the ClusterQueue"
         )
-        self.preempted.append(victim.job)
         await self._evict(victim, "Preempted", message, preempted="InClusterQueue")
+        self.preempted.append(victim.job)  # once written: a test reading it sees the conditions
 
     async def evict(
         self, job: str, reason: str = "PodsReadyTimeout", message: str = "Exceeded the PodsReady timeout"
