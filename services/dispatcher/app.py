@@ -7,9 +7,10 @@
 - the broker is :func:`services.common.broker.build_broker` (``NatsTelemetryMiddleware``, shared
   connection options); its connection also serves the status KV, the Object Stores and the
   dispatcher's own publications.
-- :func:`build_app`: the ``FastStream`` app; its lifespan connects, ensures the topology (the
-  stream is never redeclared by FastStream: ``JStream(declare=False)``), picks the job backend and
-  starts the :class:`.consumer.Dispatcher`, which the subscriber receives through ``Context``.
+- :func:`build_app`: the ``FastStream`` app; its lifespan runs the start-up checks of
+  :mod:`.preflight`, connects, ensures the topology (the stream is never redeclared by FastStream:
+  ``JStream(declare=False)``), picks the job backend and starts the :class:`.consumer.Dispatcher`,
+  which the subscriber receives through ``Context``.
 - :func:`serve`: the service contract of ``kubescribe serve dispatcher``.
 
 The handler returns as soon as the dispatcher has taken the message; the dispatcher settles it
@@ -34,7 +35,7 @@ from services.common.messaging import Channel, declare_publishers
 from services.common.settings import DispatcherSettings, Settings
 from services.common.telemetry import setup_telemetry
 from services.common.topology import AUDIO_RECEIVED, AUDIO_STREAM, DISPATCHER_CONSUMER, ensure_topology
-from services.dispatcher import backends
+from services.dispatcher import backends, preflight
 from services.dispatcher.backends import JobBackend
 from services.dispatcher.consumer import Dispatcher, consumer_config
 from services.dispatcher.handlers import DISPATCHER, decode_leniently, on_audio_received
@@ -124,9 +125,11 @@ def build_app(
         chosen = backend
         dispatcher: Dispatcher | None = None
         try:
+            preflight.check_models(settings)  # before anything connects: a model that cannot load
             js = await connect_jetstream(broker, settings.nats)
             await ensure_topology(js, settings.streams)
             chosen = chosen or backends.create(settings.dispatcher.backend, settings=settings)
+            await preflight.check_queues(settings, getattr(chosen, "api_client", None))
             dispatcher = Dispatcher(js, chosen, settings)
             await dispatcher.start()
             context.set_global(DISPATCHER, dispatcher)

@@ -125,6 +125,11 @@ class KubernetesJobBackend(JobBackend):
         self._closed = False
         self._synced = asyncio.Event()
 
+    @property
+    def api_client(self) -> k8s.ApiClient:
+        """The client this backend talks through (the dispatcher's start-up checks read Kueue with it)."""
+        return self._api
+
     # ---- JobBackend protocol -------------------------------------------------------------------
 
     async def submit(self, job: TranscriptionJob) -> None:
