@@ -19,13 +19,12 @@ ROUTINGS = ("random", "least-loaded")
 
 def gaie_local(out: Path, *, rounds: int, seed: int, levels=(5, 10, 15, 20), requests=100, max_tokens=128) -> dict:
     """Every round: both routings over two fresh replicas; returns p50/p99 TTFT per level per round."""
-    from services.runtime.sim_llm import SimConfig, SimLlmServer
-
     from loadgen.llm import LlmOptions, benchmark
     from loadgen.make import make_prompts
     from loadgen.report import lookup, summarize
     from loadgen.results import write_run
     from loadgen.trace import write_trace
+    from services.runtime.sim import SimConfig, SimLlmServer
 
     out.mkdir(parents=True, exist_ok=True)
     prompts = make_prompts(100, seed=seed, max_tokens=max_tokens)

@@ -27,7 +27,7 @@ from services.dispatcher import app as dispatcher_app
 from services.dispatcher.backends.kubernetes import KubernetesJobBackend
 from services.dispatcher.backends.manifests import job_name
 from services.runtime.nats_server import free_port
-from services.runtime.sim_llm import SimConfig, SimLlmServer
+from services.runtime.sim import SimConfig, SimLlmServer
 from services.summarizer import app as summarizer_app
 from tests.cluster.harness import Cluster
 from tests.integration.ingest_support import running_ingest

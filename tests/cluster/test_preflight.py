@@ -111,7 +111,7 @@ def test_the_service_refuses_to_start_with_one_readable_line(tmp_path) -> None:
         "COLUMNS": "400",  # the error console wraps at the terminal's width
     }
     done = subprocess.run(
-        [sys.executable, "-m", "services.runtime.cli", "serve", "dispatcher"],
+        [sys.executable, "-m", "services.runtime.serve", "dispatcher"],
         env=env,
         capture_output=True,
         text=True,
