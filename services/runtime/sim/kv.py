@@ -74,9 +74,9 @@ class KvBlockPool:
             hits += self.block_size
         return hits
 
-    def try_allocate(self, tokens: list[str], output_tokens: int) -> Allocation | None:
+    def try_allocate(self, tokens: list[str], output_tokens: int, keys: list[bytes] | None = None) -> Allocation | None:
         """Reference the request's blocks, evicting free cached ones as needed; None if they do not fit."""
-        keys = block_keys(tokens, self.block_size)
+        keys = block_keys(tokens, self.block_size) if keys is None else keys
         hit_blocks = 0
         for key in keys:
             if key not in self._refs:
