@@ -390,4 +390,7 @@ def report_command(
 
 
 def register(app: typer.Typer) -> None:
+    from loadgen.gaie_cli import gaie_command
+
+    loadgen_app.command("gaie")(gaie_command)
     app.add_typer(loadgen_app, name="loadgen")
