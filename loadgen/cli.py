@@ -33,6 +33,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from loadgen.gaie_cli import gaie_command
 from loadgen.results import ItemResult, LlmResult, RunHeader
 from services.common.errors import KubescribeError
 from services.common.events import TENANT_PATTERN
@@ -389,8 +390,8 @@ def report_command(
     console.print(f"wrote {', '.join(str(p) for p in written.values())}")
 
 
-def register(app: typer.Typer) -> None:
-    from loadgen.gaie_cli import gaie_command
+loadgen_app.command("gaie")(gaie_command)
 
-    loadgen_app.command("gaie")(gaie_command)
+
+def register(app: typer.Typer) -> None:
     app.add_typer(loadgen_app, name="loadgen")

@@ -80,6 +80,15 @@ class SimConfig:
     seed: int = 0
 
 
+def _content_text(content: Any) -> str | None:
+    """A message's text: a string, or OpenAI's list of ``{"type": "text", "text": ...}`` parts (as GuideLLM sends)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("text", ""), str) for p in content):
+        return "".join(p.get("text", "") for p in content if p.get("type", "text") == "text")
+    return None
+
+
 def tokenize(text: str) -> list[str]:
     """Words and punctuation: close enough to BPE counts for scheduling and cache behaviour."""
     return TOKEN_RE.findall(text)
@@ -224,11 +233,12 @@ class SimEngine:
                 raise RequestError(400, "`messages` must be a non-empty list")
             parts, last_user = [], ""
             for message in messages:
-                if not isinstance(message, dict) or not isinstance(message.get("content", ""), str):
-                    raise RequestError(400, "each message needs a string `content`")
-                parts.append(f"<|{message.get('role', 'user')}|> {message.get('content', '')}")
+                content = _content_text(message.get("content", "")) if isinstance(message, dict) else None
+                if content is None:
+                    raise RequestError(400, "each message needs a string `content` or a list of text parts")
+                parts.append(f"<|{message.get('role', 'user')}|> {content}")
                 if message.get("role") == "user":
-                    last_user = message.get("content", "")
+                    last_user = content
             prompt, echo_source = "\n".join(parts), last_user
         else:
             prompt = body.get("prompt")
