@@ -86,3 +86,43 @@ def write_report(out_dir: Path, summary: dict[str, Any], env: dict[str, Any]) ->
     md = out_dir / "results.md"
     md.write_text(text)
     return {"png": png, "markdown": md}
+
+
+def sensitivity_table(base: tuple[str, dict[str, Any]], variants: list[tuple[str, dict[str, Any]]]) -> str:
+    """Markdown: the picker's p99 change against random per level, for the base run and each variant."""
+    rows = [base, *variants]
+    levels = sorted({int(lv) for _, s in rows for lv in s["p99_change_vs_random"].get("picker", {}) if lv.isdigit()})
+    lines = ["| assumption | " + " | ".join(f"c={lv}" for lv in levels) + " | verdict |"]
+    lines.append("|---|" + "---|" * (len(levels) + 1))
+    for label, summary in rows:
+        change = summary["p99_change_vs_random"].get("picker", {})
+        cells = [_cell(change[str(lv)], percent=True) if str(lv) in change else "" for lv in levels]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {change.get('verdict', '')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m loadgen.gaie_report RESULTS_DIR``: write sensitivity.md from RESULTS_DIR/sensitivity/*/."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--base", default="a100-40gb", help="subdirectory of the main run")
+    args = parser.parse_args(argv)
+
+    def load(directory: Path) -> dict[str, Any]:
+        return json.loads((directory / "summary.json").read_text())
+
+    base = (f"calibration as committed ({args.base})", load(args.results / args.base))
+    variants = [
+        (d.name, load(d)) for d in sorted((args.results / "sensitivity").glob("*")) if (d / "summary.json").exists()
+    ]
+    text = "# Sensitivity: picker vs random, TTFT p99 change (mean of rounds, 95 % bootstrap interval)\n\n"
+    text += sensitivity_table(base, variants) + "\n"
+    (args.results / "sensitivity.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
