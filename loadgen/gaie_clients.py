@@ -4,8 +4,8 @@ Both drive a fresh gateway with the same options, round after round (the clients
 goes first); per round each client's TTFT p50 and p99 are taken, and the ratio
 ``loadgen / guidellm - 1`` is averaged over rounds with a 95 % bootstrap interval
 (:func:`loadgen.gaie_stats.interval`). The configuration keeps the model's TTFT dominant (real
-time, a 0.5 s constant prefill, no prefix dependence, one replica), so what is compared is the
-clients' clocks, not routing luck.
+time, a 0.5 s prefill with no prefix dependence, run one at a time as the calibration does, one
+replica), so what is compared is the clients' clocks, not routing luck.
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ async def test_itl_grows_with_the_running_batch() -> None:
     with SimLlmServer(config) as sim:
         alone = await asyncio.to_thread(_timed_stream, sim)
         crowd = await asyncio.gather(*(asyncio.to_thread(_timed_stream, sim) for _ in range(8)))
-        assert min(crowd) > 2 * alone  # 8 running: ITL ~ 0.041 s against ~0.006 s alone
+        assert sorted(crowd)[len(crowd) // 2] > 2 * alone  # 8 running: ITL ~ 0.041 s against ~0.006 s alone
 
 
 def _timed_stream(sim: SimLlmServer) -> float:
