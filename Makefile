@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-quick lint schemas bench up clean image image-gpu base-image
+.PHONY: demo test test-quick lint schemas bench up clean image image-gpu base-image guidellm
 
 # checkov has many pinned dependencies: its own venv, outside the project's.
 TOOLS_DIR ?= $(CURDIR)/.tools
@@ -14,6 +14,17 @@ CHECKOV := $(TOOLS_DIR)/checkov/bin/checkov
 $(CHECKOV):
 	$(PYTHON) -m venv $(TOOLS_DIR)/checkov
 	$(TOOLS_DIR)/checkov/bin/pip install --quiet "checkov==$(CHECKOV_VERSION)"
+
+# GuideLLM (the paper's load client) pins its own dependencies too: its own venv.
+GUIDELLM_VERSION ?= 0.8.1
+GUIDELLM := $(TOOLS_DIR)/guidellm/bin/guidellm
+
+$(GUIDELLM):
+	$(PYTHON) -m venv $(TOOLS_DIR)/guidellm
+	$(TOOLS_DIR)/guidellm/bin/pip install --quiet "guidellm==$(GUIDELLM_VERSION)"
+
+## guidellm: create GuideLLM's venv (.tools/guidellm), used by `kubescribe loadgen gaie --client guidellm`
+guidellm: $(GUIDELLM)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

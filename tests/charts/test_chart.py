@@ -184,6 +184,7 @@ class TestKueue:
         assert group["coveredResources"] == [
             "cpu",
             "memory",
+            "ephemeral-storage",  # every Job requests it (/tmp); Kueue admits only covered resources
             "nvidia.com/mig-1g.5gb",
             "nvidia.com/mig-2g.10gb",
             "nvidia.com/mig-3g.20gb",

@@ -18,7 +18,13 @@ from nats.js.errors import APIError
 
 from services.common.nats_client import connect
 from services.common.settings import NatsSettings, StreamSettings
-from services.common.topology import AUDIO_RECEIVED, AUDIO_STREAM, DISPATCHER_CONSUMER, ensure_topology
+from services.common.topology import (
+    AUDIO_RECEIVED,
+    AUDIO_STREAM,
+    DISPATCHER_CONSUMER,
+    ensure_topology,
+    reserved_bytes,
+)
 from tests.charts.conftest import RELEASE, find, one, render
 from tests.charts.nats_server import ConfiguredNatsServer
 
@@ -78,7 +84,7 @@ async def test_default_chart_topology_fits_the_bundled_store(tmp_path):
         created = await _topology(server, secret, streams)
         assert {"AUDIO", "TRANSCRIPTS", "SUMMARIES", "FAILED", "audio", "transcripts", "summaries"} <= set(created)
         reserved = server.jsz()["reserved_storage"]
-        assert reserved == 6 * streams.max_bytes + streams.audio_max_bytes
+        assert reserved == reserved_bytes(streams)  # what the chart's render-time check adds up
 
 
 async def test_the_old_default_store_really_fails_and_the_render_says_why(tmp_path):
@@ -89,6 +95,20 @@ async def test_the_old_default_store_really_fails_and_the_render_says_why(tmp_pa
     config, secret = chart_nats({})
     with chart_server(tmp_path, secret, "20Gi") as server, pytest.raises(APIError, match="insufficient storage"):
         await _topology(server, secret, stream_settings(config))
+
+
+def test_the_render_check_adds_up_exactly_what_the_topology_reserves():
+    """The chart cannot import the topology: this keeps its sum equal to ``reserved_bytes``."""
+    config, _ = chart_nats({})
+    needed = reserved_bytes(stream_settings(config))
+
+    def store(max_size: int) -> dict[str, Any]:
+        size = f"{max_size // 1024}Ki"  # exact: both sums are whole KiB
+        return {"nats": {"config": {"jetstream": {"fileStore": {"maxSize": size, "pvc": {"size": "64Gi"}}}}}}
+
+    render(store(needed))
+    with pytest.raises(helm.HelmError, match=rf"JetStream: the topology reserves {needed} bytes"):
+        render(store(needed - 1024))
 
 
 async def test_the_server_refuses_clients_without_the_chart_credentials(tmp_path):

@@ -74,7 +74,7 @@ async def test_env_from_the_rendered_secret_and_config_map_and_the_tmp_volume(ma
                 "valueFrom": {"configMapKeyRef": {"name": "ks-kubescribe-env", "key": "KUBESCRIBE_LOG_LEVEL"}},
             },
         ],
-        envFrom=[{"configMapRef": {"name": "ks-kubescribe-env"}}, {"secretRef": {"name": "ks-kubescribe-nats"}}],
+        envFrom=[{"configMapRef": {"name": "ks-kubescribe-env"}}, {"secretRef": {"name": "ks-nats-auth"}}],
     )
     status, log = await _run(make_cluster, job)
     assert _condition(status) == ("Complete", "")
@@ -85,10 +85,10 @@ async def test_env_from_the_rendered_secret_and_config_map_and_the_tmp_volume(ma
 
 
 async def test_a_missing_secret_key_fails_the_pod_before_it_starts(make_cluster) -> None:
-    ref = {"secretKeyRef": {"name": "ks-kubescribe-nats", "key": "NOPE"}}
+    ref = {"secretKeyRef": {"name": "ks-nats-auth", "key": "NOPE"}}
     status, log = await _run(make_cluster, _job("nokey", "true", env=[{"name": "X", "valueFrom": ref}]))
     assert _condition(status) == ("Failed", "CreateContainerConfigError")
-    assert "couldn't find key NOPE in Secret transcribe/ks-kubescribe-nats" in log
+    assert "couldn't find key NOPE in Secret transcribe/ks-nats-auth" in log
 
 
 async def test_run_as_non_root_refuses_a_root_user(make_cluster) -> None:
@@ -111,7 +111,7 @@ async def test_in_the_built_image_the_pod_runs_as_its_user_with_its_volumes(make
         "image",
         'echo "uid=$(id -u) url=$KUBESCRIBE_NATS_URL" && touch /tmp/written && ls /tmp',
         securityContext={"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
-        envFrom=[{"secretRef": {"name": "ks-kubescribe-nats"}}],
+        envFrom=[{"secretRef": {"name": "ks-nats-auth"}}],
     )
     status, log = await _run(make_cluster, job, in_image=True)
     assert _condition(status) == ("Complete", ""), log

@@ -4,6 +4,7 @@ one readable line."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
 
 from services.common.errors import ConfigurationError
 from services.dispatcher import preflight
@@ -81,8 +83,23 @@ async def test_a_profile_the_cluster_queue_does_not_cover_is_refused(make_cluste
 
 
 async def test_a_zero_quota_is_refused(make_cluster) -> None:
-    values = {"kueue": {"clusterQueue": {"migProfiles": {"mig-1g.5gb": 0}}}}
-    cluster, settings = await _dispatcher(make_cluster, values)
+    """The chart refuses a zero quota at render time; a ClusterQueue edited afterwards (or one the
+    chart did not make) is caught when the dispatcher starts."""
+    cluster, settings = await _dispatcher(make_cluster)
+    queue = next(o for o in cluster.objects if o["kind"] == "ClusterQueue")
+    for group in queue["spec"]["resourceGroups"]:
+        for flavor in group["flavors"]:
+            for resource in flavor["resources"]:
+                if resource["name"] == "nvidia.com/mig-1g.5gb":
+                    resource["nominalQuota"] = "0"
+    await asyncio.to_thread(
+        k8s.CustomObjectsApi(cluster.api).patch_cluster_custom_object,
+        "kueue.x-k8s.io",
+        "v1beta2",
+        "clusterqueues",
+        queue["metadata"]["name"],
+        {"spec": queue["spec"]},
+    )
     with pytest.raises(ConfigurationError, match=re.escape("nvidia.com/mig-1g.5gb a nominal quota of 0")):
         await preflight.check_queues(settings, cluster.api)
 

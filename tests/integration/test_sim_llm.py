@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -61,12 +62,12 @@ def test_context_length_is_enforced() -> None:
 def test_prefix_cache_hits_skip_prefill() -> None:
     prefix = "shared instructions " * 100
     config = SimConfig(model="m", ttft=0.0, ttft_per_token=0.001, block_size=16)
-    with SimLlmServer(config) as sim:
+    with SimLlmServer(config) as sim, httpx.Client() as client:  # one client: no TLS-context build per request
 
         def ttft(suffix: str) -> float:
             body = {"model": "m", "messages": [{"role": "user", "content": prefix + suffix}], "max_tokens": 1}
             start = time.perf_counter()
-            httpx.post(f"{sim.base_url}/chat/completions", json=body)
+            client.post(f"{sim.base_url}/chat/completions", json=body)
             return time.perf_counter() - start
 
         cold = ttft("first")
@@ -75,7 +76,15 @@ def test_prefix_cache_hits_skip_prefill() -> None:
         metrics = httpx.get(f"{sim.url}/metrics").text
         assert _metric(metrics, "vllm:prefix_cache_hits_total") >= 192
         assert _metric(metrics, "vllm:prefix_cache_queries_total") > _metric(metrics, "vllm:prefix_cache_hits_total")
-        assert 0 < _metric(metrics, "vllm:kv_cache_usage_perc") < 1
+        # As in vLLM, usage counts blocks that running requests reference (cached idle blocks are
+        # free), so it is read while a request holds its blocks.
+        body = {"model": "m", "messages": [{"role": "user", "content": "other " * 300}], "max_tokens": 1}
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(httpx.post, f"{sim.base_url}/chat/completions", json=body)
+            time.sleep(0.1)
+            during = httpx.get(f"{sim.url}/metrics").text
+            running.result()
+        assert 0 < _metric(during, "vllm:kv_cache_usage_perc") < 1
 
 
 async def test_max_num_seqs_queues_the_rest() -> None:
@@ -107,3 +116,76 @@ def test_isolated_subprocess_mode() -> None:
         assert httpx.get(f"{sim.base_url}/models").json()["data"][0]["id"] == "m"
         with pytest.raises(RuntimeError):
             _ = sim.peak_running
+
+
+_CLIENT = httpx.Client(timeout=30)
+"""One client for the timed helpers: httpx builds a TLS context per throwaway client (~0.1 s under load)."""
+
+
+def _timed_ttft(sim: SimLlmServer, content: str, max_tokens: int = 1) -> float:
+    body = {"model": "m", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, "stream": True}
+    start = time.perf_counter()
+    with _CLIENT.stream("POST", f"{sim.base_url}/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if '"content"' in line:
+                return time.perf_counter() - start
+    raise AssertionError("no content token")
+
+
+def test_ttft_grows_with_prompt_length_and_shrinks_on_a_prefix_hit() -> None:
+    config = SimConfig(model="m", ttft=0.01, ttft_per_token=0.0002, block_size=16)
+    with SimLlmServer(config) as sim:
+        short = _timed_ttft(sim, "alpha " * 100)
+        long = _timed_ttft(sim, "beta " * 1500)
+        assert long > short + 0.15  # 1400 more uncached tokens x 0.2 ms
+        again = _timed_ttft(sim, "beta " * 1500 + "and a new question")
+        assert again < long / 3  # the 1500-token prefix is cached now
+
+
+def test_default_max_num_seqs_is_vllms() -> None:
+    assert SimConfig().max_num_seqs == 256
+
+
+async def test_kv_capacity_makes_requests_wait() -> None:
+    # 10 blocks of 16 tokens; each request needs ceil((~64 + 16) / 16) = 5+ blocks: one at a time.
+    config = SimConfig(model="m", ttft=0.3, block_size=16, kv_cache_blocks=10, max_num_seqs=256)
+    with SimLlmServer(config) as sim:
+        async with httpx.AsyncClient(base_url=sim.base_url, timeout=10) as client:
+            tasks = [
+                asyncio.create_task(
+                    client.post(
+                        "/chat/completions",
+                        json={"model": "m", "messages": [{"role": "user", "content": f"{i} " * 60}], "max_tokens": 16},
+                    )
+                )
+                for i in range(3)
+            ]
+            await asyncio.sleep(0.15)
+            metrics = (await client.get(f"{sim.url}/metrics")).text
+            assert _metric(metrics, "vllm:num_requests_running") == 1
+            assert _metric(metrics, "vllm:num_requests_waiting") == 2
+            assert _metric(metrics, "vllm:kv_cache_usage_perc") > 0.5
+            answers = await asyncio.gather(*tasks)
+        assert all(a.status_code == 200 for a in answers)
+        too_big = httpx.post(
+            f"{sim.base_url}/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "x " * 400}], "max_tokens": 4},
+        )
+        assert too_big.status_code == 400 and "KV-cache blocks" in too_big.text
+
+
+async def test_itl_grows_with_the_running_batch() -> None:
+    config = SimConfig(model="m", itl=0.001, itl_per_seq=0.005, max_num_seqs=256)
+    with SimLlmServer(config) as sim:
+        alone = await asyncio.to_thread(_timed_stream, sim)
+        crowd = await asyncio.gather(*(asyncio.to_thread(_timed_stream, sim) for _ in range(8)))
+        assert sorted(crowd)[len(crowd) // 2] > 2 * alone  # 8 running: ITL ~ 0.041 s against ~0.006 s alone
+
+
+def _timed_stream(sim: SimLlmServer) -> float:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 40, "stream": True}
+    start = time.perf_counter()
+    with _CLIENT.stream("POST", f"{sim.base_url}/chat/completions", json=body) as response:
+        for _ in response.iter_lines():
+            pass
+    return time.perf_counter() - start

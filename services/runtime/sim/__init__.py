@@ -5,12 +5,17 @@ and ``/v1/completions``, streaming or not; ``/v1/models``; ``/health``) and expo
 with vLLM's metric names, so load tests, the endpoint picker and KEDA see what a vLLM replica
 would show, without a GPU or a model:
 
-- time to first token: a constant (``ttft``) plus ``ttft_per_token`` for every prompt token that
-  is *not* a prefix-cache hit; the cache holds blocks of ``block_size`` tokens keyed by the hash
-  chain of the prefix, as vLLM's automatic prefix caching does, so a shared system prompt is
-  paid for once;
-- ``itl`` between output tokens; ``max_tokens`` honoured; ``usage`` in the final chunk;
-- at most ``max_num_seqs`` running requests, the rest wait in FIFO order (``num_requests_waiting``);
+- time to first token: queueing, then a constant (``ttft``) plus ``ttft_per_token`` for every
+  prompt token that is *not* a prefix-cache hit (one prefill at a time with ``prefill_serial``);
+  the cache holds blocks of ``block_size`` tokens keyed by the hash chain of the prefix, as vLLM's
+  automatic prefix caching does, so a repeated transcript is paid for once per replica;
+- inter-token latency ``itl + itl_per_seq x running``: a bigger decode batch is slower;
+  ``max_tokens`` honoured; ``usage`` in the final chunk;
+- the KV cache is the binding limit: a request needs ceil((prompt + output) / block_size) blocks
+  of ``kv_cache_blocks`` and waits (FIFO, ``num_requests_waiting``) until they and one of the
+  ``max_num_seqs`` (256, vLLM's default) sequence slots are free;
+- ``time_scale`` shrinks every simulated duration, so a sweep of the paper's size runs in minutes;
+  the calibration (``calibration.json``) names the source of every number;
 - failure injection: a ``failure_rate`` of responses are 429/503 with ``Retry-After``, and
   ``fault`` makes streams malformed or drop mid-way, to test clients against a bad gateway.
 
@@ -23,12 +28,13 @@ loopback as a :class:`~services.runtime.local_server.LocalServer`) and ``__main_
 process's command line).
 """
 
-from services.runtime.sim.engine import PrefixCache, SimConfig, SimEngine, tokenize
+from services.runtime.sim.engine import SimConfig, SimEngine, tokenize
 from services.runtime.sim.http import build_app
+from services.runtime.sim.kv import KvBlockPool
 from services.runtime.sim.server import SimLlmServer, serve_forever, sim_command
 
 __all__ = [
-    "PrefixCache",
+    "KvBlockPool",
     "SimConfig",
     "SimEngine",
     "SimLlmServer",

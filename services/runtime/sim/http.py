@@ -91,10 +91,13 @@ def build_app(engine: SimEngine) -> Starlette:
         if parsed.stream:
             return _SseResponse(_stream(parsed, rid, created))
         async with engine.slot(parsed) as prefill:
-            await asyncio.sleep(prefill)
+            await engine.prefill(prefill)
             first = time.perf_counter()
-            if config.itl > 0 and len(parsed.output) > 1:
-                await asyncio.sleep(config.itl * (len(parsed.output) - 1))
+            for _ in range(len(parsed.output) - 1):
+                delay = engine.token_delay()
+                if delay <= 0:
+                    break
+                await asyncio.sleep(delay)
             text = " ".join(parsed.output)
             engine.finished(parsed, first, len(parsed.output), "length")
         usage = _usage(parsed, len(parsed.output))
@@ -119,25 +122,28 @@ def build_app(engine: SimEngine) -> Starlette:
 
     async def _stream(parsed: SimRequest, rid: str, created: int) -> AsyncIterator[bytes]:
         async with engine.slot(parsed) as prefill:
-            if prefill > 0:
-                await asyncio.sleep(prefill)
+            await engine.prefill(prefill)
             first_at = time.perf_counter()
             sent = 0
             last = first_at
-            for index, token in enumerate(parsed.output):
+            step = max(1, config.stream_interval)
+            starts = [0, *range(1, len(parsed.output), step)]  # the first token alone, then ``step`` per chunk
+            for index in starts:
+                tokens = parsed.output[index : index + (step if index else 1)]
                 if index:
-                    if config.itl > 0:
-                        await asyncio.sleep(config.itl)
+                    delay = sum(engine.token_delay() for _ in tokens)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
                     now = time.perf_counter()
-                    engine.metrics.itl.observe(now - last)
+                    engine.metrics.itl.observe((now - last) / len(tokens))
                     last = now
-                text = token if index == 0 else " " + token
+                text = " ".join(tokens) if index == 0 else " " + " ".join(tokens)
                 yield _chunk(parsed, rid, created, text, None, first=index == 0)
-                sent += 1
-                if config.fault == "malformed" and sent == 2:
+                sent += len(tokens)
+                if config.fault == "malformed" and sent >= 2:
                     yield b"data: {not json\n\n"
                     return
-                if config.fault == "drop" and sent == 2:
+                if config.fault == "drop" and sent >= 2:
                     raise ConnectionAbortedError("simulated dropped stream")
             engine.finished(parsed, first_at, sent, "length")
         yield _chunk(parsed, rid, created, None, "length", first=False)
