@@ -59,7 +59,7 @@ $(TOOLS_DIR)/schemathesis/.installed-$(SCHEMATHESIS_VERSION):
 schemathesis: $(TOOLS_DIR)/schemathesis/.installed-$(SCHEMATHESIS_VERSION)
 
 ## test: install with the dev extra (and the checkov and schemathesis venvs), lint, run every test (the image tests build the CPU image)
-test: $(VENV)/.installed-dev lint $(CHECKOV) schemathesis
+test: $(VENV)/.installed-dev lint $(CHECKOV) schemathesis $(GUIDELLM)
 	HF_HUB_OFFLINE=1 KUBESCRIBE_CHECKOV=$(CHECKOV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-quick: skip the slow end-to-end tests (the image tests are slow too)
