@@ -65,6 +65,15 @@ def up(
     llm_port: int | None = typer.Option(None, envvar="KUBESCRIBE_LLM_PORT", help="Default 8000; 0 picks one."),
     ingest_port: int | None = typer.Option(None, envvar="KUBESCRIBE_INGEST_PORT", help="Default 8080; 0 picks one."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the URLs; service logs go to <data-dir>/logs."),
+    nats_cluster: int = typer.Option(
+        1,
+        "--nats-cluster",
+        min=1,
+        help="nats-servers forming one JetStream cluster (3: R3 streams, KV, Object Stores).",
+    ),
+    replicas: int = typer.Option(
+        1, "--replicas", min=1, help="Processes of each service (ingest replicas on consecutive ports)."
+    ),
 ) -> None:
     """Run the embedded stack (nats-server, LLM, ingest, dispatcher, summarizer, notifier) until Ctrl-C or SIGTERM."""
     from services.runtime.stack import EmbeddedStack, console_sink, quiet_sink
@@ -79,6 +88,8 @@ def up(
         ingest_port=ingest_port,
         sink=quiet_sink if quiet else console_sink(),
         stop_event=stop,  # a signal during start-up aborts the readiness waits
+        nats_cluster=nats_cluster,
+        replicas=replicas,
     )
     try:
         console.print(f"[bold]kubescribe up[/bold]: starting in {stack.data_dir} (LLM: {stack.llm})", highlight=False)
