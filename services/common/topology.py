@@ -8,7 +8,7 @@ On a JetStream cluster the API answers only once the meta group has a leader, an
 stream can be placed only once enough peers have joined it: a fresh 3-node cluster (``kubescribe
 up --nats-cluster 3``, or a StatefulSet rolling out) refuses both for a few seconds. So
 :func:`ensure_topology` retries those two answers (503 "JetStream system temporarily
-unavailable", "insufficient resources" / "no suitable peers") and timeouts until
+unavailable", "no suitable peers") and timeouts until
 ``StreamSettings.ready_timeout_s``; every other error is a real configuration problem and is
 raised at once.
 """
@@ -33,6 +33,7 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 
+from services.common.errors import ConfigurationError
 from services.common.events import Stage, failed_subject
 from services.common.settings import StreamSettings
 
@@ -117,9 +118,10 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> bool:
     return False
 
 
-PLACEMENT_ERROR_CODES = frozenset({10005, 10023, 10074})
-"""JetStream ``err_code``s meaning "not enough peers yet": insufficient resources, no suitable
-peers for placement, and replicas greater than the servers currently known to the meta group."""
+PLACEMENT_ERROR_CODES = frozenset({10005})
+"""JetStream ``err_code`` meaning "not enough peers yet" (no suitable peers for placement). Not
+10074 (replicas > 1 on a server without a cluster) nor the storage limits: those never heal."""
+NOT_CLUSTERED_ERROR_CODE = 10074
 
 
 def _cluster_not_ready(exc: BaseException) -> bool:
@@ -142,6 +144,11 @@ async def ensure_topology(js: JetStreamContext, settings: StreamSettings | None 
         try:
             return await _ensure_all(js, settings, changed)
         except Exception as exc:
+            if isinstance(exc, APIError) and exc.err_code == NOT_CLUSTERED_ERROR_CODE:
+                raise ConfigurationError(
+                    f"KUBESCRIBE_STREAM_REPLICAS={settings.replicas} needs a JetStream cluster of at least that many "
+                    "nodes, and this nats-server is not clustered: set it to 1 (or `kubescribe up --nats-cluster 3`)"
+                ) from exc
             if not _cluster_not_ready(exc) or time.monotonic() >= deadline:
                 raise
             logger.info("JetStream not ready yet (%s: %s); retrying", type(exc).__name__, exc)

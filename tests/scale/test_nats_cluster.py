@@ -117,3 +117,16 @@ async def test_the_stream_leaders_death_is_ridden_through_by_publish_cas_and_obj
         assert ack.duplicate, "the duplicate window survived the leader change"
     finally:
         await nc.close()
+
+
+async def test_replicated_topology_on_a_server_without_a_cluster_is_one_clear_error(tmp_path: Path) -> None:
+    from services.common.errors import ConfigurationError
+    from services.runtime.nats_server import EmbeddedNatsServer
+
+    with EmbeddedNatsServer(tmp_path / "single") as server:
+        nc = await connect(NatsSettings(url=server.url), name="single-node-test")
+        try:
+            with pytest.raises(ConfigurationError, match="needs a JetStream cluster"):
+                await ensure_topology(nc.jetstream(), StreamSettings(replicas=3, ready_timeout_s=5))
+        finally:
+            await nc.close()
