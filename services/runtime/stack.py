@@ -16,6 +16,8 @@ stream, KV and Object Store at R3, and the services get all three URLs, so the d
 node is a reconnect, not an outage. ``replicas=N`` runs N of each service (``ingest-1..N`` on
 consecutive ports, ``dispatcher-1..N``, ...), all on the same durable consumers, the way the
 chart's Deployments run them. With one of each the names stay ``nats``, ``ingest``, ... .
+A cluster keeps its nodes' stores in ``nats-1..N/`` beside the single server's ``nats/``: switching
+between the two shapes starts the other one's JetStream state, it does not migrate it.
 """
 
 from __future__ import annotations
