@@ -69,7 +69,8 @@ class InstantEngine:
         self.load_times.setdefault(display, (time.time_ns(), time.time_ns()))
         return display
 
-    def transcribe(self, path: Path, *, model: str | None = None, language: str | None = None):
+    def transcribe(self, path: Path, *, model: str | None = None, language: str | None = None, **options: object):
+        """``options``: the per-request fields the real engine takes (word_timestamps, prompt, ...)."""
         from services.common.documents import Segment
         from services.transcriber.engine import Result
 

@@ -66,7 +66,7 @@ def build_broker(
     if logger is not None and not any(isinstance(f, OneLineNatsErrors) for f in logger.filters):
         logger.addFilter(OneLineNatsErrors())
     return NatsBroker(
-        nats.url,
+        nats.servers,
         name=name,
         connect_timeout=nats.connect_timeout,
         max_reconnect_attempts=initial_connect_attempts(nats),

@@ -32,9 +32,13 @@ def initial_connect_attempts(settings: NatsSettings) -> int:
 
 
 def redacted(url: str) -> str:
-    """``url`` without a ``user:password@`` part: the only form of a NATS URL that is logged."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
+    """``url`` (or a comma-separated list of them) without ``user:password@``: the only form logged."""
+
+    def one(part: str) -> str:
+        parts = urlsplit(part.strip())
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else part
+
+    return ",".join(one(part) for part in url.split(","))
 
 
 def unreachable(settings: NatsSettings, exc: BaseException) -> ConfigurationError:

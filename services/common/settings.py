@@ -26,7 +26,9 @@ class NatsSettings(BaseSettings):
     model_config = _config("KUBESCRIBE_NATS_")
 
     url: str = "nats://127.0.0.1:4222"
-    """The embedded nats-server listens here by default; in a cluster the chart sets the Service URL."""
+    """The embedded nats-server listens here by default; in a cluster the chart sets the Service URL.
+    A comma-separated list (``nats://a:4222,nats://b:4222``) names every node of a cluster, so a
+    client whose node dies reconnects to another without waiting for the cluster's gossip."""
     user: str | None = None
     """Credentials come from a Secret in a cluster; the embedded server needs none."""
     password: str | None = None
@@ -37,10 +39,15 @@ class NatsSettings(BaseSettings):
     request_timeout: float = 10.0
     """JetStream API and publish-ack timeout; file storage on a busy disk can take seconds."""
 
+    @property
+    def servers(self) -> list[str]:
+        """The URLs in :attr:`url`, in order (nats-py wants a list, not a comma-separated string)."""
+        return [part.strip() for part in self.url.split(",") if part.strip()]
+
     def connect_options(self) -> dict:
         """Keyword arguments for ``nats.connect`` shared by every client we create."""
         options: dict = {
-            "servers": [self.url],
+            "servers": self.servers,
             "connect_timeout": self.connect_timeout,
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5,
@@ -69,7 +76,11 @@ class StreamSettings(BaseSettings):
     audio_max_bytes: int = 20 << 30
     """The audio Object Store holds the recordings themselves; 20 GiB ~ 700 hours of 16 kHz mono."""
     replicas: int = 1
-    """1 for the embedded server; a 3-node cluster should set 3."""
+    """1 for the embedded server; a 3-node cluster should set 3 (``kubescribe up --nats-cluster 3``
+    does): every stream, KV bucket and Object Store then survives the loss of any one node."""
+    ready_timeout_s: float = 60.0
+    """How long creating the topology waits for a cluster to elect its JetStream meta leader and
+    for enough peers to place replicated streams (a fresh 3-node cluster needs a few seconds)."""
 
 
 class IngestSettings(BaseSettings):

@@ -3,13 +3,25 @@
 Created the same way by the embedded runtime, by every service at start-up and by the Helm
 chart's init Job, so there is one definition. :func:`ensure_topology` is idempotent: it creates
 what is missing and updates configs in place when settings change.
+
+On a JetStream cluster the API answers only once the meta group has a leader, and a replicated
+stream can be placed only once enough peers have joined it: a fresh 3-node cluster (``kubescribe
+up --nats-cluster 3``, or a StatefulSet rolling out) refuses both for a few seconds. So
+:func:`ensure_topology` retries those two answers (503 "JetStream system temporarily
+unavailable", "no suitable peers") and timeouts until
+``StreamSettings.ready_timeout_s``; every other error is a real configuration problem and is
+raised at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -19,8 +31,9 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 
+from services.common.errors import ConfigurationError
 from services.common.events import Stage, failed_subject
 from services.common.settings import StreamSettings
 
@@ -111,16 +124,47 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> bool:
     return False
 
 
+PLACEMENT_ERROR_CODES = frozenset({10005})
+"""JetStream ``err_code`` meaning "not enough peers yet" (no suitable peers for placement). Not
+10074 (replicas > 1 on a server without a cluster) nor the storage limits: those never heal."""
+NOT_CLUSTERED_ERROR_CODE = 10074
+
+
+def _cluster_not_ready(exc: BaseException) -> bool:
+    """A refusal that a forming cluster gives and a formed one does not (worth waiting out)."""
+    if isinstance(exc, ServiceUnavailableError | NoRespondersError | NatsTimeoutError | TimeoutError):
+        return True
+    return isinstance(exc, APIError) and (exc.err_code in PLACEMENT_ERROR_CODES or exc.code == 503)
+
+
 async def ensure_topology(js: JetStreamContext, settings: StreamSettings | None = None) -> list[str]:
     """Create or update every stream, the status KV and the Object Stores.
 
     Returns the names of what was created or changed (empty when everything was in place),
-    which makes a second call observably a no-op.
+    which makes a second call observably a no-op. Waits for a forming cluster (module docstring).
     """
     settings = settings or StreamSettings()
+    deadline = time.monotonic() + settings.ready_timeout_s
     changed: list[str] = []
+    while True:
+        try:
+            return await _ensure_all(js, settings, changed)
+        except Exception as exc:
+            if isinstance(exc, APIError) and exc.err_code == NOT_CLUSTERED_ERROR_CODE:
+                raise ConfigurationError(
+                    f"KUBESCRIBE_STREAM_REPLICAS={settings.replicas} needs a JetStream cluster of at least that many "
+                    "nodes, and this nats-server is not clustered: set it to 1 (or `kubescribe up --nats-cluster 3`)"
+                ) from exc
+            if not _cluster_not_ready(exc) or time.monotonic() >= deadline:
+                raise
+            logger.info("JetStream not ready yet (%s: %s); retrying", type(exc).__name__, exc)
+            await asyncio.sleep(0.5)
+
+
+async def _ensure_all(js: JetStreamContext, settings: StreamSettings, changed: list[str]) -> list[str]:
+    """One pass; ``changed`` accumulates across the retries of :func:`ensure_topology`."""
     for spec in STREAMS:
-        if await ensure_stream(js, stream_config(spec, settings)):
+        if await ensure_stream(js, stream_config(spec, settings)) and spec.name not in changed:
             changed.append(spec.name)
 
     for bucket, description in (
@@ -137,11 +181,11 @@ async def ensure_topology(js: JetStreamContext, settings: StreamSettings | None 
             replicas=settings.replicas,
             ttl=settings.max_age_s,
         )
-        if await _ensure_kv(js, kv_config):
+        if await _ensure_kv(js, kv_config) and bucket not in changed:
             changed.append(bucket)
 
     for bucket, max_bytes in object_store_limits(settings):
-        if await _ensure_object_store(js, bucket, max_bytes, settings):
+        if await _ensure_object_store(js, bucket, max_bytes, settings) and bucket not in changed:
             changed.append(bucket)
     return changed
 

@@ -22,6 +22,9 @@ for a recording held by this dispatcher replaces the held message; one whose sta
 job the backend still runs is adopted, never dispatched twice. A job that ends without an
 outcome for some recordings (crash, kill -9, eviction) re-plans them with backoff, up to
 ``max_attempts``, then fails them with the job's reason.
+
+Ownership across replicas: the AUDIO message is the lease, the status KV the fence
+(:mod:`.ownership` says why that suffices and where it does not without the fence).
 """
 
 from __future__ import annotations
@@ -51,12 +54,12 @@ from services.dispatcher.backends.base import JobBackend
 from services.dispatcher.domain import TERMINAL_STATES, JobEvent, JobRecording, JobState, TranscriptionJob
 from services.dispatcher.holding import Room, hold_limit
 from services.dispatcher.jobs_store import JobStore
+from services.dispatcher.ownership import OUTCOMES, NotOwnerError, claim
 from services.dispatcher.planner import Pending, Planner
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "kubescribe/dispatcher"
-OUTCOMES = (RecordingStage.transcribed, RecordingStage.summarizing, RecordingStage.summarized, RecordingStage.failed)
 MAX_ACK_PENDING = 10_000
 """Ceiling of AUDIO messages unacked across EVERY replica of the durable (JetStream counts per
 consumer, not per subscriber). Each replica holds far fewer (:func:`hold_limit`), so this only
@@ -93,6 +96,8 @@ class Held:
     job_id: str | None = None
     chunk_jobs: set[str] = field(default_factory=set)
     """Live jobs running chunks of this (split) recording: it settles when the last one ends."""
+    fence: str | None = None
+    """The job id the status named when this replica last wrote or read it (see :func:`.ownership.claim`)."""
 
 
 @dataclass
@@ -240,6 +245,7 @@ class Dispatcher:
         )
         held = Held(recording, self.planner.model_for(event), msg, event.created_at)
         held.attempts = status.attempts if status else 0
+        held.fence = status.job_id if status else None
         self._hold(rid, held)
         metrics.RECORDINGS_ACCEPTED.inc()
         if status is not None and status.job_id and status.job_id in await self.backend.active():
@@ -281,14 +287,27 @@ class Dispatcher:
         )
 
     async def _adopt(self, held: Held, job_id: str) -> None:
-        """A restarted dispatcher finds the recording in a job the backend still runs: wait for it."""
+        """The recording is in a job the backend still runs (another replica's, or ours before a
+        restart): wait for it. Tracked first, then checked again: a job that ended in between
+        was reported before we listened, so it is settled here (the status decides how)."""
         assert self._jobs_store is not None
+        rid = held.recording.recording_id
         held.job_id = job_id
         if job_id not in self.jobs:
             job = await self._jobs_store.get(job_id)
             if job is not None:
                 self.jobs[job_id] = LiveJob(job)
-        logger.info("adopted recording %s in live job %s", held.recording.recording_id, job_id)
+        if job_id in self.jobs and job_id in await self.backend.active():
+            logger.info("adopted recording %s in live job %s", rid, job_id)
+            return
+        if not self._owns(rid, job_id):
+            return  # its end was reported meanwhile, and settled
+        live = self.jobs.get(job_id)
+        if live is None or not any(
+            self._owns(r.recording_id, job_id) for r in live.job.recordings if r.recording_id != rid
+        ):
+            self.jobs.pop(job_id, None)
+        await self._settle(rid, JobEvent(job_id=job_id, state=JobState.failed, reason="ended while being adopted"))
 
     # --- planning and submitting -------------------------------------------------------------
     async def _plan_loop(self) -> None:
@@ -310,20 +329,29 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _dispatch(self, job: TranscriptionJob) -> None:
+        """Claim each recording for ``job`` (the fence, :func:`_claim`), then store the spec and submit
+        what was claimed; a recording another replica dispatched meanwhile is dropped, unsettled."""
         assert self._status is not None and self._jobs_store is not None
-        await self._jobs_store.put(job)
         now = utcnow()
+        claimed = []
         for recording in job.recordings:
-            held = self.held[recording.recording_id]
-            held.job_id = job.job_id
+            rid = recording.recording_id
+            held = self.held[rid]
+            first = recording.chunk is None or recording.chunk.first
+            attempts = held.attempts + 1 if first else held.attempts  # a split recording: one attempt
+            try:
+                await self._status.update(rid, lambda s, h=held, a=attempts: claim(s, h.fence, job.job_id, a))
+            except NotOwnerError as exc:
+                logger.warning("recording %s is another dispatcher's now (%s): dropped", rid, exc)
+                self._release(rid)  # unsettled: whoever holds its message now finishes it
+                continue
+            claimed.append(recording)
+            held.job_id = held.fence = job.job_id
             if recording.chunk is not None:
                 held.chunk_jobs.add(job.job_id)
-            if recording.chunk is not None and not recording.chunk.first:
+            if not first:
                 continue  # a split recording is one attempt, queued once: counted at its first chunk
             held.attempts += 1
-            await self._status.advance(
-                recording.recording_id, RecordingStage.dispatched, job_id=job.job_id, attempts=held.attempts
-            )
             metrics.QUEUE_WAIT.observe(max(0.0, (now - held.created_at).total_seconds()))
             record_span(
                 StageSpan.QUEUE_WAIT,
@@ -337,6 +365,11 @@ class Dispatcher:
                     "kubescribe.priority": recording.priority.value,
                 },
             )
+        if not claimed:
+            return
+        if len(claimed) < len(job.recordings):
+            job = job.model_copy(update={"recordings": claimed})
+        await self._jobs_store.put(job)
         self.jobs[job.job_id] = LiveJob(job, submitted_at=now)
         metrics.JOBS_SUBMITTED.labels(self.backend.kind).inc()
         metrics.JOB_RECORDINGS.observe(len(job.recordings))

@@ -67,6 +67,15 @@ def up(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the URLs; service logs go to <data-dir>/logs."),
     no_auth: bool = typer.Option(False, "--no-auth", help="No API keys (a throw-away local run)."),
     llm_replicas: int = typer.Option(1, "--llm-replicas", min=1, help="Above 1: sim replicas behind an Envoy gateway."),
+    nats_cluster: int = typer.Option(
+        1,
+        "--nats-cluster",
+        min=1,
+        help="nats-servers forming one JetStream cluster (3: R3 streams, KV, Object Stores).",
+    ),
+    replicas: int = typer.Option(
+        1, "--replicas", min=1, help="Processes of each service (ingest replicas on consecutive ports)."
+    ),
 ) -> None:
     """Run the embedded stack (nats-server, LLM, ingest, dispatcher, summarizer, notifier) until Ctrl-C or SIGTERM."""
     from services.runtime.stack import EmbeddedStack, console_sink, quiet_sink
@@ -83,6 +92,8 @@ def up(
         stop_event=stop,  # a signal during start-up aborts the readiness waits
         auth=not no_auth,  # an admin key in <data-dir>, shown in the panel, used by submit/delete
         llm_replicas=llm_replicas,
+        nats_cluster=nats_cluster,
+        replicas=replicas,
     )
     try:
         console.print(f"[bold]kubescribe up[/bold]: starting in {stack.data_dir} (LLM: {stack.llm})", highlight=False)

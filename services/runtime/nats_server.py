@@ -9,6 +9,14 @@ With :class:`NatsAuth` it refuses clients without the stack's generated user and
 (``Authorization Violation``): the audio Object Store is not readable by any local process. The
 password lives in the data directory (``secrets/``, 0700; files 0600) and reaches nats-server
 through its config file and the services through their environment, never through argv or logs.
+
+:class:`NatsCluster` runs N of them as one JetStream cluster on loopback (``kubescribe up
+--nats-cluster 3``): each node has its own ``server_name`` (JetStream's Raft groups identify a
+peer by it, so it must be unique and stable across restarts), its own store directory and a
+cluster route port, and lists every node's route (self-routes are ignored by nats-server). The
+route listener requires the same generated user as clients: otherwise any local process could
+join the cluster as a route and read the audio. A restarted node keeps its name and store and
+catches up from the others; the ports are fixed for the stack's life.
 """
 
 from __future__ import annotations
@@ -77,15 +85,43 @@ class NatsAuth:
         return {"KUBESCRIBE_NATS_USER": self.user, "KUBESCRIBE_NATS_PASSWORD": self.password}
 
     def url(self, url: str) -> str:
-        """``url`` with the credentials in it, for clients given only a URL (tests, ``--nats-url``)."""
-        parts = urlsplit(url)
-        return urlunsplit(parts._replace(netloc=f"{self.user}:{self.password}@{parts.hostname}:{parts.port}"))
+        """``url`` (or a comma-separated list) with the credentials in it, for clients given only a URL."""
 
-    def server_config(self) -> Path:
+        def one(part: str) -> str:
+            parts = urlsplit(part)
+            return urlunsplit(parts._replace(netloc=f"{self.user}:{self.password}@{parts.hostname}:{parts.port}"))
+
+        return ",".join(one(part) for part in url.split(","))
+
+    def authorization_block(self, indent: str = "") -> str:
+        """The ``authorization { user, password }`` block: for clients, and (indented) for routes."""
+        body = f'{indent}  user: "{self.user}"\n{indent}  password: "{self.password}"\n'
+        return f"{indent}authorization {{\n{body}{indent}}}\n"
+
+    def server_config(self, name: str = "nats-server", extra: str = "") -> Path:
         """nats-server's config file with the ``authorization`` block (the password never goes in argv)."""
-        path = self.directory / "nats-server.conf"
-        _write_private(path, f'authorization {{\n  user: "{self.user}"\n  password: "{self.password}"\n}}\n')
+        path = self.directory / f"{name}.conf"
+        _write_private(path, self.authorization_block() + extra)
         return path
+
+
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """A node's place in a cluster: the cluster's name, its own route port, every node's route port."""
+
+    name: str
+    port: int
+    peers: tuple[int, ...]
+
+    def block(self, host: str, auth: NatsAuth | None) -> str:
+        """The ``cluster { name, listen, authorization, routes }`` block of one node's config."""
+        creds = f"{auth.user}:{auth.password}@" if auth else ""
+        routes = ", ".join(f'"nats-route://{creds}{host}:{port}"' for port in self.peers)
+        return (
+            f'cluster {{\n  name: "{self.name}"\n  listen: "{host}:{self.port}"\n'
+            + (auth.authorization_block("  ") if auth else "")
+            + f"  routes: [{routes}]\n}}\n"
+        )
 
 
 class EmbeddedNatsServer(LocalServer):
@@ -108,11 +144,15 @@ class EmbeddedNatsServer(LocalServer):
         host: str = "127.0.0.1",
         log_file: Path | None = None,
         auth: NatsAuth | None = None,
+        server_name: str = "kubescribe-embedded",
+        cluster: ClusterRoutes | None = None,
     ) -> None:
         super().__init__(host, port or free_port(host), log_file=log_file)
         self.store_dir = Path(store_dir)
         self.auth = auth
         self.monitor_port = monitor_port if monitor_port is not None else free_port(host)
+        self.server_name = server_name
+        self.cluster = cluster
 
     @property
     def monitor_url(self) -> str:
@@ -126,7 +166,6 @@ class EmbeddedNatsServer(LocalServer):
 
     def argv(self) -> list[str]:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        config = ["-c", str(self.auth.server_config())] if self.auth else []
         return [
             str(find_nats_server()),
             "-js",
@@ -134,12 +173,54 @@ class EmbeddedNatsServer(LocalServer):
             "-p", str(self.port),
             "-m", str(self.monitor_port),
             "-sd", str(self.store_dir),
-            "--name", "kubescribe-embedded",
-            *config,
+            "--name", self.server_name,
+            *self._config(),
         ]  # fmt: skip
+
+    def _config(self) -> list[str]:
+        """``-c FILE`` when there is anything argv must not carry (a password) or cannot (routes)."""
+        if self.cluster is None:
+            return ["-c", str(self.auth.server_config())] if self.auth else []
+        routes = self.cluster.block(self.host, self.auth)
+        if self.auth:
+            return ["-c", str(self.auth.server_config(self.server_name, routes))]
+        path = self.store_dir.parent / f"{self.server_name}.conf"
+        path.write_text(routes)
+        return ["-c", str(path)]
 
     def ready(self) -> bool:
         """Accepting clients: a fresh connection is greeted with the protocol's ``INFO`` line."""
         with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2) as sock:
             return sock.recv(4096).startswith(b"INFO")
         return False
+
+
+class NatsCluster:
+    """``size`` nats-servers on loopback forming one JetStream cluster (module docstring).
+
+    Client ports are ``port, port+1, ...`` when ``port`` is given (``kubescribe up``'s 4222,
+    4223, 4224), free ports otherwise; route and monitoring ports are always free ones.
+    """
+
+    def __init__(
+        self, root: Path, size: int, *, port: int | None = None, host: str = "127.0.0.1", auth: NatsAuth | None = None
+    ) -> None:
+        if size < 1:
+            raise ConfigurationError(f"a NATS cluster needs at least one node, not {size}")
+        route_ports = tuple(free_port(host) for _ in range(size))
+        self.nodes = [
+            EmbeddedNatsServer(
+                Path(root) / f"nats-{i + 1}",
+                port=port + i if port else None,
+                host=host,
+                auth=auth,
+                server_name=f"kubescribe-{i + 1}",
+                cluster=ClusterRoutes("kubescribe", route_ports[i], route_ports),
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def addresses(self) -> str:
+        """Every node's client URL, comma-separated (what ``KUBESCRIBE_NATS_URL`` takes)."""
+        return ",".join(node.url for node in self.nodes)

