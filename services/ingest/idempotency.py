@@ -109,8 +109,12 @@ class IdempotencyClaims:
             await self.kv.delete(_reverse(json.loads(entry.value or b"{}")["id"]))
 
 
+REVERSE_PREFIX = "rec."
+"""Keys ``rec.<recording id>`` hold the claim key of that recording, so a deletion can find it."""
+
+
 def _reverse(recording_id: str) -> str:
-    return f"rec.{recording_id}"
+    return f"{REVERSE_PREFIX}{recording_id}"
 
 
 class ClaimLease:

@@ -28,6 +28,7 @@ from services.common.topology import (
     TRANSCRIPTS_BUCKET,
 )
 from services.ingest.client import upload_with_retry
+from services.ingest.idempotency import REVERSE_PREFIX
 from services.runtime.processes import ProcessFailedError, descendants, wait_until_async
 from services.runtime.stack import EmbeddedStack
 from tests.speech import synthesize
@@ -185,7 +186,10 @@ async def assert_exactly_once(nc, ids: list[str]) -> None:
     status = await js.key_value(STATUS_BUCKET)
     orphaned = []
     for key in await claims.keys():
-        owner = json.loads((await claims.get(key)).value)["id"]
+        if key.startswith(REVERSE_PREFIX):  # rec.<id>: the pointer from a recording to its claim
+            owner = key.removeprefix(REVERSE_PREFIX)
+        else:
+            owner = json.loads((await claims.get(key)).value)["id"]
         if await stage_of(status, owner) is None:
             orphaned.append(owner)
     assert not orphaned, f"idempotency keys still claimed by uploads that never finished: {orphaned}"
