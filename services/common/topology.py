@@ -86,6 +86,14 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(FAILED_STREAM, tuple(failed_subject(s) for s in Stage), "Failures, with their reasons"),
 )
 
+KV_BUCKETS: tuple[tuple[str, str], ...] = (
+    (STATUS_BUCKET, "Status of every recording: stage, job, attempts, timestamps, error"),
+    (JOBS_BUCKET, "Transcription job specs, read by the transcriber entrypoint"),
+    (IDEMPOTENCY_BUCKET, "Idempotency-Key claims of ingest uploads: key hash to recording id"),
+    (DELETED_BUCKET, "Tombstones of deleted recordings: stages drop them instead of writing"),
+)
+"""The KV buckets and their descriptions (no byte limit: they reserve nothing)."""
+
 
 def stream_config(spec: StreamSpec, settings: StreamSettings) -> StreamConfig:
     """The JetStream config of an event stream; file storage so a restart loses nothing."""
@@ -167,12 +175,7 @@ async def _ensure_all(js: JetStreamContext, settings: StreamSettings, changed: l
         if await ensure_stream(js, stream_config(spec, settings)) and spec.name not in changed:
             changed.append(spec.name)
 
-    for bucket, description in (
-        (STATUS_BUCKET, "Status of every recording: stage, job, attempts, timestamps, error"),
-        (JOBS_BUCKET, "Transcription job specs, read by the transcriber entrypoint"),
-        (IDEMPOTENCY_BUCKET, "Idempotency-Key claims of ingest uploads: key hash to recording id"),
-        (DELETED_BUCKET, "Tombstones of deleted recordings: stages drop them instead of writing"),
-    ):
+    for bucket, description in KV_BUCKETS:
         kv_config = KeyValueConfig(
             bucket=bucket,
             description=description,

@@ -230,7 +230,8 @@ def response_reason(response: httpx.Response) -> str:
         return response.text[:300]
 
 
-RETRYABLE_STATUSES = frozenset({503})
+RETRYABLE_STATUSES = frozenset({429, 503})
+"""Answers a client retries after their ``Retry-After``: NATS away (503), the tenant's in-flight limit (429)."""
 """The server kept nothing and said so (NATS away): the same request, with the same key, later."""
 
 
@@ -243,10 +244,11 @@ async def upload_with_retry(
     backoff_s: float = 0.5,
     **options: Any,
 ) -> dict[str, Any]:
-    """:func:`upload_file` as a client should retry it: on a lost connection, a 503 (after its
-    ``Retry-After``) or a 409 ``in_progress`` (a claim left by an ingest that died mid-upload,
-    taken over once stale), always with the same ``Idempotency-Key``, so a retry of an upload
-    that did get through returns the same recording instead of a second one."""
+    """:func:`upload_file` as a client should retry it: on a lost connection, a 503 or a 429 (NATS
+    away, or the tenant's in-flight limit; after their ``Retry-After``) or a 409 ``in_progress`` (a
+    claim left by an ingest that died mid-upload, taken over once stale), always with the same
+    ``Idempotency-Key``, so a retry of an upload that did get through returns the same recording
+    instead of a second one."""
     give_up = asyncio.get_running_loop().time() + deadline_s
     delay = backoff_s
     while True:

@@ -39,7 +39,8 @@ class LocalSim:
     ) -> None:
         self.cal, self.recordings, self.slots, self.prespawn = calibration, recordings, slots, prespawn
         self.env = simpy.Environment()
-        self.planner = Planner(settings or DispatcherSettings())
+        # The local twin models whole recordings: the planner's own split is off unless asked for.
+        self.planner = Planner(settings or DispatcherSettings(split_threshold_s=0.0))
         self.queue = simpy.PriorityStore(self.env)
         self.cpu = simpy.Resource(self.env, capacity=cores or slots)
         """The machine's cores: transcriptions and transcriber start-ups queue for them."""

@@ -78,8 +78,12 @@ class Result:
 
 
 def dispatcher_settings(spec: ClusterSpec) -> DispatcherSettings:
-    """The dispatcher's settings for a spec (built once per arm: reading them is not free)."""
-    return DispatcherSettings(**spec.kubescribe.dispatcher)
+    """The dispatcher's settings for a spec (built once per arm: reading them is not free).
+
+    The simulation models splitting itself (``kubescribe.split_s``, one arm of its own), so the
+    real planner's own split (``split_threshold_s``) is off unless a spec sets it: otherwise the
+    simulated chunks would be split a second time."""
+    return DispatcherSettings(**{"split_threshold_s": 0.0, **spec.kubescribe.dispatcher})
 
 
 class ClusterSim:

@@ -64,6 +64,9 @@ UPLOAD_SPACING_S = 0.45
 
 STACK_ENV = {
     "KUBESCRIBE_API_TOKEN": "",
+    # The replays upload faster than two cores transcribe: the per-tenant in-flight limit (429) is
+    # tested in tests/security, here it would only make the clients wait.
+    "KUBESCRIBE_INGEST_MAX_IN_FLIGHT": "10000",
     # Redelivery of what a killed dispatcher/summarizer held comes after ack_wait: short here so
     # the test measures the stack, not the timer (in-progress acks keep running work alive).
     "KUBESCRIBE_DISPATCHER_ACK_WAIT_S": "6",

@@ -25,6 +25,9 @@ def make_settings(
     settings = Settings()
     port = free_port()
     settings.nats = nats  # type: ignore[misc]  # cached_property: assigning overrides it
+    # Recordings of every test share the session's NATS and tenant, and no dispatcher finishes them:
+    # the per-tenant in-flight limit is tested where it is set (tests/security).
+    ingest.setdefault("max_in_flight", 1_000_000)
     settings.ingest = IngestSettings(port=port, max_upload_bytes=max_upload_bytes, **ingest)  # type: ignore[misc,arg-type]
     settings.api = ApiSettings(api_token=token)  # type: ignore[misc]
     return settings
@@ -84,6 +87,7 @@ def ingest_subprocess(nats_url: str, tmp_path: Path, **env: str) -> Iterator[tup
         "KUBESCRIBE_NATS_URL": nats_url,
         "KUBESCRIBE_INGEST_PORT": str(port),
         "KUBESCRIBE_TELEMETRY_SPAN_FILE": str(tmp_path / "spans.jsonl"),
+        "KUBESCRIBE_INGEST_MAX_IN_FLIGHT": "1000000",  # the session's tenant is shared: see make_settings
         **env,
     }
     if "KUBESCRIBE_API_TOKEN" not in env:

@@ -31,7 +31,7 @@ TOKEN = "sk-test-token"
 
 def pipeline_settings(nats: NatsSettings, *, wait_s: float = 120.0) -> Settings:
     settings = make_settings(nats, slots=1)
-    settings.ingest = IngestSettings(port=free_port())  # type: ignore[misc]
+    settings.ingest = IngestSettings(port=free_port(), max_in_flight=1_000_000)  # type: ignore[misc]
     settings.api = ApiSettings(api_token=TOKEN)  # type: ignore[misc]
     settings.openai = OpenAISettings(wait_s=wait_s)  # type: ignore[misc]
     return settings

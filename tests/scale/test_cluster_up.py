@@ -66,7 +66,17 @@ def _logs(data: Path) -> str:
 @pytest.fixture
 def up(tmp_path: Path):
     """``kubescribe up`` until it printed "ready", then its output so far; SIGTERMed at the end."""
-    argv = [sys.executable, "-m", "services.cli", "up", "--data-dir", str(tmp_path / "data"), "--llm", "sim"]
+    argv = [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "up",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--llm",
+        "sim",
+        "--no-auth",
+    ]
     argv += ["--nats-port", "0", "--llm-port", "0", "--ingest-port", "0", "--nats-cluster", "3", "--replicas", "2"]
     env = {**os.environ, **ENV, "COLUMNS": "200"}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

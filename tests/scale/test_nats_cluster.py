@@ -14,7 +14,16 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from services.common.nats_client import connect
 from services.common.settings import NatsSettings, StreamSettings
-from services.common.topology import AUDIO_BUCKET, AUDIO_RECEIVED, AUDIO_STREAM, STATUS_BUCKET, ensure_topology
+from services.common.topology import (
+    AUDIO_BUCKET,
+    AUDIO_RECEIVED,
+    AUDIO_STREAM,
+    KV_BUCKETS,
+    STATUS_BUCKET,
+    STREAMS,
+    ensure_topology,
+    object_store_limits,
+)
 from services.runtime.nats_server import NatsAuth, NatsCluster
 from services.runtime.processes import wait_until_async
 from services.runtime.stack import quiet_sink
@@ -55,7 +64,7 @@ async def test_every_stream_bucket_and_store_is_placed_on_three_peers(cluster) -
             info = await js.stream_info(stream)
             assert info.config.num_replicas == 3, stream
             assert len(info.cluster.replicas or []) == 2, (stream, info.cluster)
-        assert len(created) == 10
+        assert len(created) == len(STREAMS) + len(KV_BUCKETS) + len(object_store_limits(StreamSettings()))
         assert await stream_leader(js) in {"nats-1", "nats-2", "nats-3"}
     finally:
         await nc.close()
