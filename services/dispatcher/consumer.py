@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -319,7 +320,10 @@ class Dispatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a failed submit re-plans its recordings later
-                    logger.exception("could not submit job %s", job.job_id)
+                    if isinstance(exc, NatsError | TimeoutError):  # NATS restarting or electing a leader
+                        logger.warning("could not submit job %s: NATS %s; re-planning", job.job_id, type(exc).__name__)
+                    else:
+                        logger.exception("could not submit job %s", job.job_id)
                     for recording in job.recordings:
                         await self._retry_or_fail(recording.recording_id, f"job submit failed: {exc}")
             deadline = self.planner.next_deadline(time.monotonic())
