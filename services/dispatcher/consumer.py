@@ -387,8 +387,13 @@ class Dispatcher:
                 await self.on_job_event(event)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("could not handle %s of job %s", event.state, event.job_id)
+            except Exception as exc:
+                if isinstance(exc, NatsError | TimeoutError):  # NATS restarting or electing a leader
+                    logger.warning(
+                        "could not handle %s of job %s: NATS %s", event.state, event.job_id, type(exc).__name__
+                    )
+                else:
+                    logger.exception("could not handle %s of job %s", event.state, event.job_id)
 
     async def on_job_event(self, event: JobEvent) -> None:
         assert self._status is not None and self._jobs_store is not None

@@ -222,7 +222,7 @@ class IngestService:
                         "could not publish recording %s (%s); rolling back",
                         recording_id,
                         exc,
-                        exc_info=not isinstance(exc, NatsError),
+                        exc_info=not isinstance(exc, NatsError | TimeoutError),
                     )
                     with contextlib.suppress(Exception):
                         await delete_object(self.js, ref)
@@ -252,7 +252,9 @@ def _library_errors_as_unavailable() -> Iterator[None]:
     except KubescribeError:
         raise
     except Exception as exc:
-        logger.warning("upload failed: %s: %s", type(exc).__name__, exc, exc_info=not isinstance(exc, NatsError))
+        logger.warning(
+            "upload failed: %s: %s", type(exc).__name__, exc, exc_info=not isinstance(exc, NatsError | TimeoutError)
+        )
         raise UnavailableError(f"could not store the upload ({type(exc).__name__}); retry") from exc
 
 
