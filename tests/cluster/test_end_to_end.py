@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from services.runtime.nats_server import free_port
 from services.runtime.sim import SimConfig, SimLlmServer
 from services.summarizer import app as summarizer_app
 from tests.cluster.harness import Cluster
+from tests.integration._dispatch import stored_events
 from tests.integration.ingest_support import running_ingest
 from tests.speech import SENTENCES, synthesize
 
@@ -87,19 +87,7 @@ async def running_release(cluster: Cluster, nc) -> AsyncIterator[tuple[str, str 
 
 async def _events(js, stream: str, subject: str, model, recording_id: str) -> list:
     """Every stored event of ``recording_id`` on ``subject`` (JetStream dedupes by Nats-Msg-Id)."""
-    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    found = []
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except TimeoutError:
-                return found
-            if json.loads(msg.data).get("recording_id") != recording_id:
-                continue  # the streams are shared with other tests, some of which publish junk on purpose
-            found.append(model.model_validate_json(msg.data))
-    finally:
-        await sub.unsubscribe()
+    return await stored_events(js, subject, model, recording_id, stream=stream)
 
 
 async def _upload(url: str, token: str | None, path: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -164,3 +165,22 @@ def synthesize_clips(directory: Path, count: int = 12) -> list[tuple[Path, str]]
         text = " ".join(SENTENCES[(i + k) % len(SENTENCES)] for k in range(1 + i % 3))
         clips.append((synthesize(text, directory / f"clip_{i:02d}.wav"), text))
     return clips
+
+
+async def stored_events(js, subject: str, model, recording_id: str, *, stream: str | None = None, idle_s: float = 1.0):
+    """Every stored event of ``recording_id`` on ``subject`` (after JetStream's Nats-Msg-Id dedup).
+
+    The streams are shared with other tests, some of which publish junk on purpose: messages of
+    other recordings are skipped before they are validated."""
+    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    found = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=idle_s)
+            except TimeoutError:
+                return found
+            if json.loads(msg.data).get("recording_id") == recording_id:
+                found.append(model.model_validate_json(msg.data))
+    finally:
+        await sub.unsubscribe()

@@ -31,6 +31,7 @@ from tests.integration._dispatch import (
     make_settings,
     publish_clip,
     running_dispatcher,
+    stored_events,
     unique_durable,
     wait_for,
     wait_outcomes,
@@ -71,19 +72,7 @@ def assert_absolute_and_monotonic(transcript: Transcript, duration: float, cuts:
 
 async def stored_ready_events(js, recording_id: str) -> list[TranscriptReady]:
     """TranscriptReady events of ``recording_id`` stored in the stream (after JetStream's dedup)."""
-    found = []
-    sub = await js.subscribe(TRANSCRIPT_READY, ordered_consumer=True)
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=0.5)
-            except TimeoutError:
-                return found
-            if json.loads(msg.data).get("recording_id") != recording_id:
-                continue  # the stream is shared with other tests, some of which publish junk on purpose
-            found.append(TranscriptReady.model_validate_json(msg.data))
-    finally:
-        await sub.unsubscribe()
+    return await stored_events(js, TRANSCRIPT_READY, TranscriptReady, recording_id, idle_s=0.5)
 
 
 async def _chunk_jobs(js, path: Path, count: int) -> tuple[str, list[TranscriptionJob]]:
