@@ -171,9 +171,11 @@ h200-141gb:
 {{- toJson (default (include "kubescribe.gpuPreset" . | fromYaml).quotas .Values.kueue.clusterQueue.migProfiles) }}
 {{- end }}
 
-{{/* Every model the dispatcher may run: the default and the tenants'. */}}
+{{/* Every model the dispatcher may run: the default and the tenants'. The tenants' are sorted:
+     sprig's `values` follows Go map order, which changes between renders, and the prefetch
+     Job's name hashes this list (a Job spec is immutable). */}}
 {{- define "kubescribe.models" -}}
-{{- toJson (uniq (prepend (values .Values.dispatcher.tenantModels) .Values.dispatcher.defaultModel)) }}
+{{- toJson (uniq (prepend (values .Values.dispatcher.tenantModels | sortAlpha) .Values.dispatcher.defaultModel)) }}
 {{- end }}
 
 {{- define "kubescribe.apiTokenSecretName" -}}
