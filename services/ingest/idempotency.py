@@ -19,6 +19,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.common.status import StatusStore
+from services.common.tasks import cancel_and_wait
 from services.ingest.errors import ApiError, UnavailableError
 
 IDEMPOTENCY_STALE_S = 30.0
@@ -133,7 +134,5 @@ class ClaimLease:
 
     async def stop(self) -> int:
         """Stop renewing; returns the claim's current revision (what :meth:`IdempotencyClaims.release` needs)."""
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         return self.revision

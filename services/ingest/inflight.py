@@ -18,6 +18,8 @@ from collections import defaultdict
 
 from nats.js.kv import KeyValue
 
+from services.common.tasks import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 DONE_STAGES = frozenset({"summarized", "failed"})
@@ -40,10 +42,7 @@ class InFlight:
             await asyncio.wait_for(self.ready.wait(), 10)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def count(self, tenant: str) -> int:
         return len(self._by_tenant.get(tenant, ())) + self._uploading.get(tenant, 0)

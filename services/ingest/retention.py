@@ -15,7 +15,6 @@ redundant purge.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -26,6 +25,7 @@ from ulid import ULID
 from services.common.ids import is_valid_id
 from services.common.settings import IngestSettings
 from services.common.status import StatusStore
+from services.common.tasks import cancel_and_wait
 from services.ingest.deletion import delete_recording
 from services.ingest.idempotency import IdempotencyClaims
 
@@ -83,10 +83,7 @@ class RetentionSweeper:
             self._task = asyncio.create_task(self._loop(), name="ingest-retention")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         while True:
