@@ -2,9 +2,12 @@
 
 Per recording: skip it when its status already has an outcome (a retried job never transcribes
 twice) or names another job (an orphaned process never races its replacement); otherwise
-stream the audio to a temp file, transcribe, store the ``Transcript``, mark the status
-transcribed and publish ``TranscriptReady`` at once. One undecodable or missing recording fails
-alone (``report_failure`` at stage ``transcribe``); the others go on.
+stream the audio to a temp file, transcribe, store the ``Transcript``, publish
+``TranscriptReady``, and only then mark the status transcribed. "Transcribed" tells the
+dispatcher that the recording needs nothing more from any job, so it must never be visible
+before the event is in the stream: a kill between the two would lose the event for good, while
+a kill after the publish only re-runs the recording, whose event id is fixed. One undecodable
+or missing recording fails alone (``report_failure`` at stage ``transcribe``); the others go on.
 
 A chunk of a split recording (``JobRecording.chunk``) is run by :mod:`services.transcriber.chunks`
 instead, and the job stores and publishes only when that chunk completed the set (the merge).
@@ -34,8 +37,8 @@ from services.common.events import Stage, TranscriptReady
 from services.common.jobspec import JobRecording, TranscriptionJob
 from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, StatusStore
-from services.common.storage import get_bytes, put_bytes
-from services.common.telemetry import StageSpan, extract_context, record_span, tracer
+from services.common.storage import put_bytes
+from services.common.telemetry import StageSpan, record_span
 from services.common.tombstones import is_deleted
 from services.common.topology import TRANSCRIPTS_BUCKET
 from services.transcriber.audio import decoding_options, transcription_span
@@ -103,8 +106,6 @@ async def run_job(
         status = await store.get(recording.recording_id)
         if status is not None and status.stage in _DONE:
             outcome.skipped.append(recording.recording_id)
-            if status.stage is RecordingStage.transcribed and status.transcript is not None:
-                await _republish(js, status.transcript, recording)
             continue
         if await is_deleted(js, recording.recording_id):  # deleted before its turn: nothing to do
             outcome.skipped.append(recording.recording_id)
@@ -184,11 +185,17 @@ async def finish(
     *,
     wall_s: float,
 ) -> None:
-    """Store the recording's transcript, mark it transcribed, publish its one ``TranscriptReady``;
-    nothing at all when the recording was deleted meanwhile (its tombstone is checked last)."""
+    """Store the recording's transcript, publish its one ``TranscriptReady``, then mark it
+    transcribed (in that order: see the module docstring); nothing at all when the recording was
+    deleted meanwhile (its tombstone is checked last).
+
+    The summarizer may take the event before the status says transcribed: its own status writes
+    carry the transcript reference, and stages never move backwards, so the late write only adds
+    the transcriber's metrics."""
     if await is_deleted(js, recording.recording_id):
         return
     ref = await put_bytes(js, TRANSCRIPTS_BUCKET, recording.recording_id, transcript.model_dump_json().encode())
+    await _publish_ready(js, _ready_event(transcript, ref, recording))
     await store.advance(
         recording.recording_id,
         RecordingStage.transcribed,
@@ -201,7 +208,6 @@ async def finish(
             "word_count": float(len(transcript.text.split())),
         },
     )
-    await _publish_ready(js, _ready_event(transcript, ref, recording))
 
 
 def _ready_event(transcript: Transcript, ref, recording: JobRecording) -> TranscriptReady:
@@ -221,19 +227,10 @@ def _ready_event(transcript: Transcript, ref, recording: JobRecording) -> Transc
     )
 
 
-async def _republish(js: JetStreamContext, ref, recording: JobRecording) -> None:
-    """A crash between the status write and the publish must not lose the event: re-send it
-    (same id, so it is a no-op when the first one went out)."""
-    transcript = Transcript.model_validate_json(await get_bytes(js, ref))
-    parent = extract_context({"traceparent": recording.traceparent} if recording.traceparent else None)
-    with tracer().start_as_current_span("republish_transcript", context=parent):
-        await _publish_ready(js, _ready_event(transcript, ref, recording))
-
-
 PUBLISH_RETRY_S = 30.0
-"""How long a TranscriptReady publish is retried: the status already says transcribed, so the
-dispatcher will ack the recording whatever this job's exit status; a publish lost to a JetStream
-leader election (a few seconds of timeouts on a cluster) would never be sent again."""
+"""How long a TranscriptReady publish is retried before the job gives up (and exits non-zero, so
+the dispatcher retries it): a JetStream leader election costs a few seconds of timeouts on a
+cluster, and riding through it is cheaper than re-running the recording."""
 
 
 async def _publish_ready(js: JetStreamContext, event: TranscriptReady) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import jiwer
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from services.common.events import AudioReceived
 from services.common.ids import new_id
@@ -167,20 +168,26 @@ def synthesize_clips(directory: Path, count: int = 12) -> list[tuple[Path, str]]
     return clips
 
 
-async def stored_events(js, subject: str, model, recording_id: str, *, stream: str | None = None, idle_s: float = 1.0):
+async def stored_events(js, subject: str, model, recording_id: str, *, stream: str | None = None, idle_s: float = 10.0):
     """Every stored event of ``recording_id`` on ``subject`` (after JetStream's Nats-Msg-Id dedup).
 
+    Reads up to the last message stored when it is called (``num_pending`` reaching 0), not
+    until the subject is quiet for a while: on a loaded machine a quiet period proves nothing.
     The streams are shared with other tests, some of which publish junk on purpose: messages of
     other recordings are skipped before they are validated."""
+    stream = stream or await js.find_stream_name_by_subject(subject)
+    try:
+        await js.get_last_msg(stream, subject)
+    except NotFoundError:
+        return []
     sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
     found = []
     try:
         while True:
-            try:
-                msg = await sub.next_msg(timeout=idle_s)
-            except TimeoutError:
-                return found
+            msg = await sub.next_msg(timeout=idle_s)
             if json.loads(msg.data).get("recording_id") == recording_id:
                 found.append(model.model_validate_json(msg.data))
+            if msg.metadata.num_pending == 0:
+                return found
     finally:
         await sub.unsubscribe()

@@ -72,7 +72,7 @@ def assert_absolute_and_monotonic(transcript: Transcript, duration: float, cuts:
 
 async def stored_ready_events(js, recording_id: str) -> list[TranscriptReady]:
     """TranscriptReady events of ``recording_id`` stored in the stream (after JetStream's dedup)."""
-    return await stored_events(js, TRANSCRIPT_READY, TranscriptReady, recording_id, idle_s=0.5)
+    return await stored_events(js, TRANSCRIPT_READY, TranscriptReady, recording_id)
 
 
 async def _chunk_jobs(js, path: Path, count: int) -> tuple[str, list[TranscriptionJob]]:
