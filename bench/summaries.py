@@ -181,6 +181,8 @@ LEGACY_INSTRUCTIONS = (
 
 VARIANTS: dict[str, PromptSettings] = {
     "default": PromptSettings(),
+    "budget-0.3": PromptSettings(summary_budget=0.3),
+    "fixed-caps": PromptSettings(summary_budget=0.0),
     "plain-json": PromptSettings(
         instructions=LEGACY_INSTRUCTIONS.replace(
             "in at most five bullet points", 'as JSON ("title", "key_points", "decisions", "action_items")'
@@ -188,7 +190,9 @@ VARIANTS: dict[str, PromptSettings] = {
     ),
     "legacy-prose": PromptSettings(instructions=LEGACY_INSTRUCTIONS, structured=False),
 }
-"""``default``: the shipped prompt; ``plain-json``: the old instructions asking for the same JSON
+"""``default``: the shipped prompt and length budget (0.4 words per transcript word, in the
+grammar); ``budget-0.3``: a tighter budget; ``fixed-caps``: the same prompt with only the fixed
+caps (the default before the budget); ``plain-json``: the old instructions asking for the same JSON
 (does the schema alone fix restating?); ``legacy-prose``: the old prompt and output, as reported."""
 
 

@@ -66,32 +66,76 @@ def _inline_refs(node: Any, defs: dict[str, Any], *, schema: bool = True) -> Any
     return node
 
 
-def response_schema() -> dict[str, Any]:
+CHARS_PER_WORD = 6.0
+"""English averages ~4.7 letters per word plus a space; rounded up so the budget errs long."""
+MIN_POINT_CHARS = 60
+"""A point shorter than ~10 words cannot carry a fact with its number and its owner."""
+
+
+@dataclass(frozen=True)
+class LengthCaps:
+    """How much the grammar lets the model write: items per list and characters per item."""
+
+    key_points: int = 5
+    point_chars: int = POINT_MAX_CHARS
+    title_chars: int = TITLE_MAX_CHARS
+    decisions: int = MAX_DECISIONS
+    action_items: int = MAX_ACTION_ITEMS
+
+    @classmethod
+    def for_transcript(cls, words: int, budget: float) -> LengthCaps:
+        """Caps sized to ``budget`` x ``words`` words (0: the fixed caps).
+
+        Why the grammar and not the prompt: asked for "half the length", a 0.5B model writes as
+        much as it otherwise would; a ``maxItems`` or ``maxLength`` it cannot exceed. The title
+        is outside the budget (one line, as long as a point), and the lists share what is left in the order a reader
+        needs them: key points first, then decisions, then action items (a model that fills every
+        list overshoots by one or two items; the evaluation measures what they write). A long
+        transcript gets the fixed caps, which are already far below half of it.
+        """
+        fixed = cls()
+        if budget <= 0:
+            return fixed
+        chars = int(budget * words * CHARS_PER_WORD)
+        point = max(MIN_POINT_CHARS, min(POINT_MAX_CHARS, chars // 4))
+        slots = max(1, chars // point)
+        key_points = min(fixed.key_points, max(2, slots - 1))
+        # Most conversations decide little and assign less: one slot each is kept even when the
+        # key points take the budget, since an empty list costs nothing.
+        decisions = min(fixed.decisions, max(1, (slots - key_points) // 2))
+        action_items = min(fixed.action_items, max(1, slots - key_points - decisions))
+        return cls(key_points, point, min(TITLE_MAX_CHARS, point), decisions, action_items)
+
+
+def response_schema(caps: LengthCaps | None = None) -> dict[str, Any]:
     """The JSON schema sent to the server: the document model's, without ``$ref``, with length limits.
 
     Derived from :class:`SummaryContent` so the two cannot drift; the limits exist only here,
     because they steer generation while the stored model stays tolerant of older answers.
     """
+    caps = caps or LengthCaps()
     schema = SummaryContent.model_json_schema()
     schema = _inline_refs(schema, copy.deepcopy(schema.get("$defs", {})))
     props = schema["properties"]
-    props["title"]["maxLength"] = TITLE_MAX_CHARS
-    props["key_points"]["items"]["maxLength"] = POINT_MAX_CHARS
+    props["title"]["maxLength"] = caps.title_chars
+    props["key_points"]["items"]["maxLength"] = caps.point_chars
     props["key_points"]["minItems"] = 1
-    props["decisions"]["items"]["maxLength"] = POINT_MAX_CHARS
-    props["decisions"]["maxItems"] = MAX_DECISIONS
-    props["action_items"]["maxItems"] = MAX_ACTION_ITEMS
+    props["key_points"]["maxItems"] = caps.key_points
+    props["decisions"]["items"]["maxLength"] = caps.point_chars
+    props["decisions"]["maxItems"] = caps.decisions
+    props["action_items"]["maxItems"] = caps.action_items
     item = props["action_items"]["items"]
-    item["properties"]["task"]["maxLength"] = POINT_MAX_CHARS
+    item["properties"]["task"]["maxLength"] = caps.point_chars
     item["required"] = ["task", "owner", "due"]  # the model must consider both (null when nobody said them)
     schema["required"] = ["title", "key_points", "decisions", "action_items"]
     schema["additionalProperties"] = False
     return schema
 
 
-def response_format() -> dict[str, Any]:
+def response_format(caps: LengthCaps | None = None) -> dict[str, Any]:
     """OpenAI's ``response_format`` for the summary object (llama.cpp server and vLLM accept it)."""
-    return {"type": "json_schema", "json_schema": {"name": "summary", "strict": True, "schema": response_schema()}}
+    schema = response_schema(caps)
+    return {"type": "json_schema", "json_schema": {"name": "summary", "strict": True, "schema": schema}}
 
 
 _FENCE_RE = re.compile(r"^```(?:json)?\s*|\s*```$")
@@ -150,10 +194,10 @@ def structured_fields(content: SummaryContent | None) -> dict[str, Any]:
 class _JsonChat:
     """A :class:`ChatClient` whose every request asks for the summary object; what domain.py calls."""
 
-    def __init__(self, client: ChatClient) -> None:
+    def __init__(self, client: ChatClient, caps: LengthCaps) -> None:
         self.client = client
         self.settings = client.settings
-        self._format = response_format()
+        self._format = response_format(caps)
 
     async def chat(self, messages: Sequence[dict[str, str]], **kwargs: Any) -> ChatResult:
         return await self.client.chat(messages, response_format=self._format, **kwargs)
@@ -172,7 +216,8 @@ async def summarize_structured(
 ) -> StructuredOutcome:
     """Summarize ``transcript`` as a :class:`SummaryContent` (prose when the server will not do JSON)."""
     prompts = builder.prompts
-    chat = _JsonChat(client) if prompts.structured else client
+    caps = LengthCaps.for_transcript(len(transcript.text.split()), prompts.summary_budget)
+    chat = _JsonChat(client, caps) if prompts.structured else client
     outcome = await summarize_transcript(chat, builder, transcript, priority=priority)  # type: ignore[arg-type]
     if not prompts.structured:
         return StructuredOutcome(outcome, None)

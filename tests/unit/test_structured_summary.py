@@ -10,8 +10,10 @@ import pytest
 from services.common.documents import ActionItem, Summary, SummaryContent
 from services.summarizer.render import render_markdown
 from services.summarizer.structured import (
+    CHARS_PER_WORD,
     MAX_ACTION_ITEMS,
     POINT_MAX_CHARS,
+    LengthCaps,
     StructuredSummaryError,
     parse_content,
     response_format,
@@ -121,3 +123,22 @@ def test_an_older_summary_document_still_parses_and_renders() -> None:
     assert summary.title is None and summary.key_points is None
     assert render_markdown(summary) == "# Summary\n\n- point one\n- point two\n"
     assert structured_fields(None) == {}
+
+
+@pytest.mark.parametrize("words", [40, 120, 250, 400])
+def test_a_short_transcript_gets_caps_sized_to_its_budget(words: int) -> None:
+    caps = LengthCaps.for_transcript(words, 0.4)
+    schema = response_schema(caps)
+    key_points = schema["properties"]["key_points"]
+    assert key_points["maxItems"] == caps.key_points and key_points["items"]["maxLength"] == caps.point_chars
+    # Filling every list to its cap overshoots the budget by at most the two one-item lists,
+    # however short the transcript: the grammar, not the model's goodwill, bounds the length.
+    items = caps.key_points + caps.decisions + caps.action_items
+    assert (items - 2) * caps.point_chars <= max(0.4 * words * CHARS_PER_WORD, 2 * caps.point_chars)
+    assert caps.key_points >= 2  # a summary with one point is a title
+
+
+def test_a_long_transcript_or_no_budget_gets_the_fixed_caps() -> None:
+    assert LengthCaps.for_transcript(5000, 0.4) == LengthCaps()
+    assert LengthCaps.for_transcript(50, 0.0) == LengthCaps()
+    assert response_schema() == response_schema(LengthCaps())
