@@ -15,10 +15,10 @@ from faststream import FastStream
 from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.security import BaseSecurity
-from nats.errors import Error as NatsError
 from nats.errors import NoServersError
 from nats.js import JetStreamContext
 
+from services.common.logs import OneLineNatsErrors
 from services.common.nats_client import initial_connect_attempts, log_connection_error, unreachable
 from services.common.settings import NatsSettings, Settings
 
@@ -34,24 +34,6 @@ def broker_security(nats: NatsSettings) -> BaseSecurity | None:
 
         return NatsUserPassword(nats.user, nats.password or "")
     return None
-
-
-class OneLineNatsErrors(logging.Filter):
-    """A NATS restart is an outage to ride out, not a bug: one line per event, no traceback.
-
-    FastStream 0.7 logs a lost connection ("Connection broken with ...") and a pull fetch that
-    timed out while reconnecting (its task supervisor's "raised an exception, retrying...") with
-    the exception's traceback; both recover on their own (nats-py reconnects and resubscribes,
-    the supervisor restarts the fetch loop), so the traceback only hides real errors.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, NatsError | TimeoutError):
-            record.msg = f"{record.getMessage().splitlines()[0]} ({type(exc).__name__}: {exc or 'timeout'})"
-            record.args, record.exc_info, record.exc_text = None, None, None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
 
 
 def build_broker(

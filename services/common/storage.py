@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
@@ -202,8 +203,17 @@ async def _previous_nuid(js: JetStreamContext, stream: str, meta_subject: str) -
 async def _purge(js: JetStreamContext, stream: str, subject: str) -> None:
     try:
         await js.purge_stream(stream, subject=subject)
-    except Exception:  # the caller's error matters more; the object has no meta, so it is invisible
-        logger.exception("could not purge chunks %s of %s", subject, stream)
+    except Exception as exc:  # the caller's error matters more; the object has no meta, so it is invisible
+        # NATS away or electing a leader is normal operation: one line. The orphaned chunks are
+        # unreachable and go with the stream's max_age.
+        logger.warning(
+            "could not purge chunks %s of %s (%s: %s); they expire with the stream's max_age",
+            subject,
+            stream,
+            type(exc).__name__,
+            exc,
+            exc_info=not isinstance(exc, NatsError | TimeoutError),
+        )
 
 
 async def delete_object(js: JetStreamContext, ref: ObjectRef) -> None:

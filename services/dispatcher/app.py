@@ -145,10 +145,16 @@ def build_app(
 
     async def stop_dispatching(context: ContextRepo) -> None:
         """Stop fetching, then stop the dispatcher (which hands its held messages back) while the
-        connection is still open for the naks."""
+        connection is still open for the naks.
+
+        The room closes first: a handler waiting for room (the dispatcher holds its bound) would
+        otherwise keep the subscriber's stop waiting for it, and the room frees only when a job
+        ends, so a graceful stop hung until the supervisor's kill (the SIGTERM chaos test)."""
+        dispatcher: Dispatcher | None = context.get(DISPATCHER)
+        if dispatcher is not None:
+            dispatcher.room.close()  # waiting handlers hand their messages back at once
         for subscriber in broker.subscribers:
             await subscriber.stop()
-        dispatcher: Dispatcher | None = context.get(DISPATCHER)
         if dispatcher is not None:
             await dispatcher.stop()
 

@@ -23,6 +23,7 @@ from services.common.tasks import cancel_and_wait
 logger = logging.getLogger(__name__)
 
 DONE_STAGES = frozenset({"summarized", "failed"})
+WATCH_RETRY_S = 1.0
 
 
 class InFlight:
@@ -37,7 +38,7 @@ class InFlight:
 
     async def start(self, kv: KeyValue) -> None:
         watcher = await kv.watchall()
-        self._task = asyncio.create_task(self._follow(watcher), name="ingest-inflight-watch")
+        self._task = asyncio.create_task(self._follow(kv, watcher), name="ingest-inflight-watch")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ready.wait(), 10)
 
@@ -75,16 +76,42 @@ class InFlight:
             self._tenant_of[key] = tenant
             self._by_tenant[tenant].add(key)
 
-    async def _follow(self, watcher) -> None:
-        try:
-            async for entry in watcher:
-                if entry is None:  # the end of the initial values
-                    self.ready.set()
-                    continue
-                self.apply(entry.key, entry.value, entry.operation)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-            raise
-        except Exception:
-            logger.exception("the in-flight watch on the status KV stopped; the per-tenant limit is off")
+    async def _follow(self, kv: KeyValue, watcher) -> None:
+        """Apply every update; when the watch breaks (NATS away, a leader election), watch again.
+
+        A new watch starts with the current value of every key, so the sets are rebuilt from it
+        rather than patched: nothing missed while the watch was down stays counted."""
+        while True:
+            try:
+                async for entry in watcher:
+                    if entry is None:  # the end of the initial values
+                        self.ready.set()
+                        continue
+                    self.apply(entry.key, entry.value, entry.operation)
+                return
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await watcher.stop()
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "the in-flight watch on the status KV broke (%s: %s); watching again in %.0f s",
+                    type(exc).__name__,
+                    exc,
+                    WATCH_RETRY_S,
+                )
+                with contextlib.suppress(Exception):
+                    await watcher.stop()
+            watcher = await self._watch_again(kv)
+
+    async def _watch_again(self, kv: KeyValue):
+        while True:
+            await asyncio.sleep(WATCH_RETRY_S)
+            try:
+                watcher = await kv.watchall()
+            except Exception as exc:
+                logger.warning("cannot watch the status KV yet (%s: %s)", type(exc).__name__, exc)
+                continue
+            self._by_tenant.clear()
+            self._tenant_of.clear()
+            return watcher

@@ -129,7 +129,7 @@ def log_tails(stack: EmbeddedStack) -> str:
 def assert_no_traceback(stack: EmbeddedStack) -> None:
     """Riding through a crash of a neighbour is normal operation: one line, never a traceback."""
     noisy = {p.name: p.read_text() for p in stack.log_dir.glob("*.log") if "Traceback" in p.read_text()}
-    assert not noisy, "\n".join(f"--- {n}\n{t[t.index('Traceback') - 500 :][:3000]}" for n, t in noisy.items())
+    assert not noisy, "\n".join(f"--- {n}\n{t[max(0, t.index('Traceback') - 500) :][:3000]}" for n, t in noisy.items())
 
 
 async def events_per_recording(js, stream: str, subject: str) -> dict[str, int]:
