@@ -67,7 +67,15 @@ def _run_level(
         "--output", f"kind=json,path={out}",
         "--disable-console-interactive",
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ""}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": "",
+        # One async worker holds these few streams (GuideLLM puts up to 1Ki per worker); its default
+        # of up to 10 spawned workers, each importing torch, costs more than the run on 2 cores.
+        "GUIDELLM__MAX_WORKER_PROCESSES": os.environ.get("GUIDELLM__MAX_WORKER_PROCESSES", str(max(1, streams // 256))),
+    }
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600)
     if done.returncode != 0 or not out.exists():
         tail = (done.stderr or done.stdout)[-2000:]
