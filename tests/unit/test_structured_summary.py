@@ -15,6 +15,7 @@ from services.summarizer.structured import (
     POINT_MAX_CHARS,
     LengthCaps,
     StructuredSummaryError,
+    ground_action_items,
     parse_content,
     response_format,
     response_schema,
@@ -142,3 +143,20 @@ def test_a_long_transcript_or_no_budget_gets_the_fixed_caps() -> None:
     assert LengthCaps.for_transcript(5000, 0.4) == LengthCaps()
     assert LengthCaps.for_transcript(50, 0.0) == LengthCaps()
     assert response_schema() == response_schema(LengthCaps())
+
+
+def test_owners_and_due_dates_nobody_said_are_dropped() -> None:
+    said = "Maria will send the revised budget by next Friday, and the team reviews it."
+    content = SummaryContent(
+        title="Budget",
+        key_points=["Budget revised"],
+        action_items=[
+            ActionItem(task="Send the budget", owner="Maria", due="next Friday"),
+            ActionItem(task="Prepare the rice", owner="Chef", due="2023-04-15"),
+            ActionItem(task="Review", owner="the team", due=None),
+        ],
+    )
+    grounded = ground_action_items(content, said)
+    owners_and_dues = [(i.owner, i.due) for i in grounded.action_items]
+    assert owners_and_dues == [("Maria", "next Friday"), (None, None), ("the team", None)]
+    assert [i.task for i in grounded.action_items] == [i.task for i in content.action_items]  # tasks stay
