@@ -49,6 +49,7 @@ from services.common.settings import Settings
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import object_exists
 from services.common.telemetry import StageSpan, record_span, traceparent_of
+from services.common.tombstones import is_deleted
 from services.common.topology import AUDIO_RECEIVED, DISPATCHER_CONSUMER
 from services.dispatcher import metrics
 from services.dispatcher.backends.base import JobBackend
@@ -224,6 +225,9 @@ class Dispatcher:
             return True
         status = await self._status.get(rid)
         if status is not None and status.stage in OUTCOMES:
+            return False
+        if await is_deleted(self.js, rid):  # deleted while queued: its audio is gone, and so is its status
+            logger.info("dropping %s: the recording was deleted", rid)
             return False
         if not await object_exists(self.js, event.audio):
             raise MissingObjectError(

@@ -53,3 +53,40 @@ async def test_delete_during_summarization_writes_nothing_afterwards(js, nats_se
                     announced.append(recording_id.encode() in message.data)
             assert not any(announced), "SummaryReady was published for a deleted recording"
         await sub.unsubscribe()
+
+
+async def test_a_recording_deleted_before_dispatch_gets_no_job_and_no_failure(js, nats_settings, tmp_path) -> None:
+    """Deleted between its upload and the dispatcher taking it: its audio is gone, so without the
+    tombstone check the dispatcher reported a "missing audio object" failure and recreated a status."""
+    from services.dispatcher.backends.fake import FakeCluster, FakeJobBackend
+    from tests.integration._dispatch import announce, make_settings, prepare_clip, running_dispatcher, unique_durable
+    from tests.speech import SENTENCES, synthesize
+
+    store = await StatusStore.open(js)
+    claims = IdempotencyClaims(await js.key_value(IDEMPOTENCY_BUCKET), store)
+    event = await prepare_clip(js, synthesize(SENTENCES[1], tmp_path / "clip.wav"))
+    await delete_recording(js, store, claims, event.recording_id, tenant=event.tenant)
+    failures = await js.subscribe("kubescribe.*.failed")
+    cluster = FakeCluster()
+    async with running_dispatcher(make_settings(nats_settings), FakeJobBackend(cluster=cluster), unique_durable()):
+        await announce(js, event)
+        kept = await prepare_clip(js, synthesize(SENTENCES[2], tmp_path / "kept.wav"))
+        await announce(js, kept)  # after the deleted one: once it is planned, the deleted one was seen
+        for _ in range(200):
+            if any(kept.recording_id in (r.recording_id for r in run.job.recordings) for run in cluster.runs.values()):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the recording after the deleted one was never planned")
+    planned = {r.recording_id for run in cluster.runs.values() for r in run.job.recordings}
+    assert event.recording_id not in planned
+    assert await store.get(event.recording_id) is None, "the dispatcher recreated the deleted recording's status"
+    reported = []
+    while True:
+        try:
+            reported.append((await failures.next_msg(timeout=0.3)).data)
+        except Exception:
+            break
+    assert not any(event.recording_id.encode() in data for data in reported), "a failure was reported"
+    await failures.unsubscribe()
+    await cluster.aclose()
