@@ -193,8 +193,9 @@ VARIANTS: dict[str, PromptSettings] = {
 }
 """``default``: the shipped prompt and length budget (0.4 words per transcript word, in the
 grammar); ``budget-0.3`` / ``budget-0.5``: a tighter / looser budget; ``fixed-caps``: the same
-prompt with only the fixed caps (the default before the budget); ``plain-json``: the old instructions asking for the same JSON
-(does the schema alone fix restating?); ``legacy-prose``: the old prompt and output, as reported."""
+prompt with only the fixed caps (the default before the budget); ``plain-json``: the old
+instructions asking for the same JSON (does the schema alone fix restating?); ``legacy-prose``:
+the old prompt and output, as reported."""
 
 
 def load_items(limit: int | None = None) -> list[dict]:
