@@ -199,6 +199,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the synthesized recording")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of split and unsplit")
     parser.add_argument("--slots", type=int, default=2, help="local backend slots")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "docs" / "results" / "split", help="where the raw rounds and summary go"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kubescribe-bench-split-") as tmp:
         results = asyncio.run(bench(args.minutes, args.rounds, args.slots, Path(tmp)))
@@ -222,6 +225,36 @@ def main() -> None:
         )
     console.print(table)
     console.print("targets: split/unsplit <= 0.6, |ΔWER| <= 0.02 (WER: unsplit / split)")
+    summary = _write(args, results)
+    wall = summary["wall_ratio"]
+    console.print(
+        f"wall split/unsplit mean {wall['mean']:.3f} [95 % {wall['low']:.3f}, {wall['high']:.3f}] over "
+        f"{wall['n']} rounds, load average {summary['load_average'][0]:.1f}; raw rounds in {args.out}"
+    )
+
+
+def _write(args: argparse.Namespace, results: list[dict[str, Run]]) -> dict:
+    """Raw rounds (JSONL) and the means with 95 % bootstrap intervals (JSON), for docs/results."""
+    from dataclasses import asdict
+
+    from loadgen.gaie_stats import interval
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = [{"round": i, **{arm: asdict(run) for arm, run in row.items()}} for i, row in enumerate(results, 1)]
+    (args.out / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = {
+        "minutes": args.minutes,
+        "slots": args.slots,
+        "rounds": len(rows),
+        "load_average": list(os.getloadavg()),
+        "cpus": os.cpu_count(),
+        "wall_ratio": interval([r["split"]["completion_s"] / r["unsplit"]["completion_s"] for r in rows]),
+        "cpu_path_ratio": interval([r["split"]["cpu_path_s"] / r["unsplit"]["cpu_path_s"] for r in rows]),
+        "cpu_total_ratio": interval([r["split"]["cpu_total_s"] / r["unsplit"]["cpu_total_s"] for r in rows]),
+        "wer_delta": interval([r["split"]["wer"] - r["unsplit"]["wer"] for r in rows]),
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
 
 
 if __name__ == "__main__":
