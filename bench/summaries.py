@@ -182,7 +182,7 @@ LEGACY_INSTRUCTIONS = (
 VARIANTS: dict[str, PromptSettings] = {
     "default": PromptSettings(),
     "budget-0.3": PromptSettings(summary_budget=0.3),
-    "budget-0.5": PromptSettings(summary_budget=0.5),
+    "budget-0.4": PromptSettings(summary_budget=0.4),
     "fixed-caps": PromptSettings(summary_budget=0.0),
     "plain-json": PromptSettings(
         instructions=LEGACY_INSTRUCTIONS.replace(
@@ -191,8 +191,8 @@ VARIANTS: dict[str, PromptSettings] = {
     ),
     "legacy-prose": PromptSettings(instructions=LEGACY_INSTRUCTIONS, structured=False),
 }
-"""``default``: the shipped prompt and length budget (0.4 words per transcript word, in the
-grammar); ``budget-0.3`` / ``budget-0.5``: a tighter / looser budget; ``fixed-caps``: the same
+"""``default``: the shipped prompt and length budget (0.5 words per transcript word, in the
+grammar); ``budget-0.3`` / ``budget-0.4``: tighter budgets; ``fixed-caps``: the same
 prompt with only the fixed caps (the default before the budget); ``plain-json``: the old
 instructions asking for the same JSON (does the schema alone fix restating?); ``legacy-prose``:
 the old prompt and output, as reported."""
