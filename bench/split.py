@@ -130,8 +130,11 @@ async def one_run(audio: Path, text: str, *, split: bool, slots: int, nats_url: 
     await publish_event(js, event)
     await asyncio.wait_for(done.wait(), timeout=1800)
     elapsed = finished[0] - start
-    status = await (await StatusStore.open(js)).get(rid)
-    assert status is not None and status.transcript is not None
+    # TranscriptReady goes out before the status says transcribed (services/transcriber/job.py):
+    # the status, with its chunk count, follows within a moment.
+    store = await StatusStore.open(js)
+    while (status := await store.get(rid)) is None or status.transcript is None:
+        await asyncio.sleep(0.05)
     hypothesis = json.loads(await get_bytes(js, status.transcript))["text"]
     service.cancel()
     await asyncio.gather(service, return_exceptions=True)
