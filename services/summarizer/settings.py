@@ -72,7 +72,7 @@ class PromptSettings(BaseSettings):
     """Words of the summary per word of the transcript, enforced by the JSON schema's item counts and
     lengths (:class:`~services.summarizer.structured.LengthCaps`); 0 keeps only the fixed caps.
     Chosen by ``bench/summaries.py`` (docs/summaries.md): with the 0.5B model it keeps more facts
-    than 0.4 (49 % vs 44 %) and its summaries stay at 42 % of the transcript's words on average."""
+    than 0.4 (50 % vs 44 %) and its summaries stay at 41 % of the transcript's words on average."""
     repair_attempts: int = 1
     """Extra requests when the answer is broken JSON (cut at ``max_tokens``): one fixes almost all, more
     only costs time."""

@@ -20,6 +20,7 @@ from services.summarizer.structured import (
     response_format,
     response_schema,
     structured_fields,
+    uncut,
 )
 
 ANSWER = {
@@ -160,3 +161,18 @@ def test_owners_and_due_dates_nobody_said_are_dropped() -> None:
     owners_and_dues = [(i.owner, i.due) for i in grounded.action_items]
     assert owners_and_dues == [("Maria", "next Friday"), (None, None), ("the team", None)]
     assert [i.task for i in grounded.action_items] == [i.task for i in content.action_items]  # tasks stay
+
+
+def test_a_point_the_grammar_cut_ends_at_its_last_clause() -> None:
+    caps = LengthCaps(point_chars=90)
+    cut = "We closed 9 deals this month for a total of 540,000 dollars, which is 90 percent of the 10"
+    words = "I finished the login page and fixed two bugs in the payment service and then I startedxxxx"
+    whole = "Travel costs are cut."
+    content = SummaryContent(title="Pipeline", key_points=[cut[:90], words[:90], whole])
+    points = uncut(content, caps).key_points
+    # The half number ("10" of "100,000") is gone with its clause; an uncut point is untouched.
+    assert points == [
+        "We closed 9 deals this month for a total of 540,000 dollars",
+        words[:90].rsplit(" ", 1)[0] + "…",
+        whole,
+    ]
