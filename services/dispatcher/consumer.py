@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -324,10 +323,8 @@ class Dispatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a failed submit re-plans its recordings later
-                    if isinstance(exc, NatsError | TimeoutError):  # NATS restarting or electing a leader
-                        logger.warning("could not submit job %s: NATS %s; re-planning", job.job_id, type(exc).__name__)
-                    else:
-                        logger.exception("could not submit job %s", job.job_id)
+                    # NATS restarting or electing a leader: one warning line (OneLineNatsErrors).
+                    logger.exception("could not submit job %s; re-planning", job.job_id)
                     for recording in job.recordings:
                         await self._retry_or_fail(recording.recording_id, f"job submit failed: {exc}")
             deadline = self.planner.next_deadline(time.monotonic())
@@ -391,13 +388,8 @@ class Dispatcher:
                 await self.on_job_event(event)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                if isinstance(exc, NatsError | TimeoutError):  # NATS restarting or electing a leader
-                    logger.warning(
-                        "could not handle %s of job %s: NATS %s", event.state, event.job_id, type(exc).__name__
-                    )
-                else:
-                    logger.exception("could not handle %s of job %s", event.state, event.job_id)
+            except Exception:  # NATS restarting or electing a leader: one warning line (OneLineNatsErrors)
+                logger.exception("could not handle %s of job %s", event.state, event.job_id)
 
     async def on_job_event(self, event: JobEvent) -> None:
         assert self._status is not None and self._jobs_store is not None

@@ -20,7 +20,6 @@ from typing import Any
 
 from fastapi import Request
 from nats.aio.client import Client as NatsClient
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -218,12 +217,8 @@ class IngestService:
                     await self.status.kv.create(recording_id, status.model_dump_json().encode())
                     await publish_event(self.js, event)
                 except Exception as exc:
-                    logger.warning(
-                        "could not publish recording %s (%s); rolling back",
-                        recording_id,
-                        exc,
-                        exc_info=not isinstance(exc, NatsError | TimeoutError),
-                    )
+                    # NATS errors become one line (OneLineNatsErrors); anything else keeps its traceback.
+                    logger.warning("could not publish recording %s; rolling back", recording_id, exc_info=True)
                     with contextlib.suppress(Exception):
                         await delete_object(self.js, ref)
                     with contextlib.suppress(Exception):
@@ -252,9 +247,7 @@ def _library_errors_as_unavailable() -> Iterator[None]:
     except KubescribeError:
         raise
     except Exception as exc:
-        logger.warning(
-            "upload failed: %s: %s", type(exc).__name__, exc, exc_info=not isinstance(exc, NatsError | TimeoutError)
-        )
+        logger.warning("upload failed", exc_info=True)  # one line for NATS errors (OneLineNatsErrors)
         raise UnavailableError(f"could not store the upload ({type(exc).__name__}); retry") from exc
 
 
