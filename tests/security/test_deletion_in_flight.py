@@ -14,14 +14,27 @@ from services.common.events import ObjectRef
 from services.common.status import RecordingStage, StatusStore
 from services.common.storage import object_exists
 from services.common.topology import IDEMPOTENCY_BUCKET, SUMMARIES_BUCKET
+from services.dispatcher.backends.fake import FakeCluster, FakeJobBackend
 from services.ingest.deletion import delete_recording
 from services.ingest.idempotency import IdempotencyClaims
 from services.runtime.sim import SimConfig, SimLlmServer
+from tests.integration._dispatch import announce, make_settings, prepare_clip, running_dispatcher, unique_durable
 from tests.integration.test_summarizer_service import _settings, _submit, running
+from tests.speech import SENTENCES, synthesize
 
 pytestmark = pytest.mark.nats
 
 TTFT_S = 1.5
+
+
+async def _drained(sub, idle_s: float = 0.2) -> list[bytes]:
+    """Every message the subscription holds now (until it is quiet for ``idle_s``)."""
+    data = []
+    while True:
+        try:
+            data.append((await sub.next_msg(timeout=idle_s)).data)
+        except TimeoutError:
+            return data
 
 
 async def test_delete_during_summarization_writes_nothing_afterwards(js, nats_settings) -> None:
@@ -42,15 +55,7 @@ async def test_delete_during_summarization_writes_nothing_afterwards(js, nats_se
 
             assert await store.get(recording_id) is None, "the status was written back after the delete"
             assert not await object_exists(js, ObjectRef(bucket=SUMMARIES_BUCKET, name=recording_id))
-            announced = []
-            with_timeout = True
-            while with_timeout:
-                try:
-                    message = await sub.next_msg(timeout=0.2)
-                except Exception:
-                    with_timeout = False
-                else:
-                    announced.append(recording_id.encode() in message.data)
+            announced = [recording_id.encode() in data for data in await _drained(sub)]
             assert not any(announced), "SummaryReady was published for a deleted recording"
         await sub.unsubscribe()
 
@@ -58,10 +63,6 @@ async def test_delete_during_summarization_writes_nothing_afterwards(js, nats_se
 async def test_a_recording_deleted_before_dispatch_gets_no_job_and_no_failure(js, nats_settings, tmp_path) -> None:
     """Deleted between its upload and the dispatcher taking it: its audio is gone, so without the
     tombstone check the dispatcher reported a "missing audio object" failure and recreated a status."""
-    from services.dispatcher.backends.fake import FakeCluster, FakeJobBackend
-    from tests.integration._dispatch import announce, make_settings, prepare_clip, running_dispatcher, unique_durable
-    from tests.speech import SENTENCES, synthesize
-
     store = await StatusStore.open(js)
     claims = IdempotencyClaims(await js.key_value(IDEMPOTENCY_BUCKET), store)
     event = await prepare_clip(js, synthesize(SENTENCES[1], tmp_path / "clip.wav"))
@@ -81,12 +82,7 @@ async def test_a_recording_deleted_before_dispatch_gets_no_job_and_no_failure(js
     planned = {r.recording_id for run in cluster.runs.values() for r in run.job.recordings}
     assert event.recording_id not in planned
     assert await store.get(event.recording_id) is None, "the dispatcher recreated the deleted recording's status"
-    reported = []
-    while True:
-        try:
-            reported.append((await failures.next_msg(timeout=0.3)).data)
-        except Exception:
-            break
+    reported = await _drained(failures, idle_s=0.3)
     assert not any(event.recording_id.encode() in data for data in reported), "a failure was reported"
     await failures.unsubscribe()
     await cluster.aclose()
