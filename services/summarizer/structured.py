@@ -105,7 +105,13 @@ class LengthCaps:
         # key points take the budget, since an empty list costs nothing.
         decisions = min(fixed.decisions, max(1, (slots - key_points) // 2))
         action_items = min(fixed.action_items, max(1, slots - key_points - decisions))
-        return cls(key_points, point, min(TITLE_MAX_CHARS, point), decisions, action_items)
+        return cls(
+            key_points=key_points,
+            point_chars=point,
+            title_chars=min(TITLE_MAX_CHARS, point),
+            decisions=decisions,
+            action_items=action_items,
+        )
 
 
 def response_schema(caps: LengthCaps | None = None) -> dict[str, Any]:
