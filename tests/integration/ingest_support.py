@@ -73,7 +73,10 @@ async def kv_keys(js, bucket: str, attempts: int = 3) -> set[str]:
         try:
             return set(await kv.keys())
         except NoKeysError:
-            return set()
+            # nats-py now and then reports no keys for a bucket that has some: believe it only
+            # when the bucket's stream is empty too, or after the last attempt.
+            if attempt == attempts - 1 or (await js.stream_info(f"KV_{bucket}")).state.messages == 0:
+                return set()
         except (NatsError, TimeoutError):
             if attempt == attempts - 1:
                 raise
