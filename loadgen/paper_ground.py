@@ -95,6 +95,7 @@ def ground(
     slots = os.cpu_count() or 1
     rows = []
     given = calibration
+    warm = given is not None
     for workload in workloads:
         items = workload_trace(workload, seed)
         trace_path = write_trace(out / f"{workload.name}.trace.jsonl", items)
@@ -108,6 +109,14 @@ def ground(
         else:
             # Measured right before and right after each replay: on a shared machine the speed of
             # a core drifts with other people's load, and the replay saw the load in between.
+            if not warm:
+                # The first transcriber starts of a session read the model and the Python
+                # packages from disk; later ones, and every replay's stack, find them in the page
+                # cache. An untimed first measurement keeps that cold start out of the
+                # calibration (it once put 4.8 s of start-up and a negative real-time factor
+                # into the first workload's).
+                measure(repeats=1)
+                warm = True
             before = given or measure(repeats=1, note=note)
             run = asyncio.run(
                 replay_on_stack(

