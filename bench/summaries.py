@@ -184,7 +184,6 @@ VARIANTS: dict[str, PromptSettings] = {
     "budget-0.3": PromptSettings(summary_budget=0.3),
     "budget-0.4": PromptSettings(summary_budget=0.4),
     "fixed-caps": PromptSettings(summary_budget=0.0),
-    "passages": PromptSettings(method="passages"),
     "plain-json": PromptSettings(
         instructions=LEGACY_INSTRUCTIONS.replace(
             "in at most five bullet points", 'as JSON ("title", "key_points", "decisions", "action_items")'

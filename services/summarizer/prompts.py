@@ -41,7 +41,6 @@ class PromptBuilder:
             self.estimate_tokens(self.prompts.map_instructions),
             self.estimate_tokens(self.prompts.reduce_instructions),
             self.estimate_tokens(self.prompts.repair_instructions),
-            self.estimate_tokens(self.prompts.frame_instructions),
         )
         budget = (
             self.llm.max_context_tokens
@@ -58,26 +57,23 @@ class PromptBuilder:
             )
         return budget
 
-    def messages(
-        self, instructions: str, body: str, language: str | None, *, label: str = "Transcript"
-    ) -> list[Message]:
-        """System prompt, then ``instructions``, then ``body`` under ``label``: the fixed part first."""
+    def _messages(self, instructions: str, body: str, language: str | None) -> list[Message]:
         text = instructions.replace("{language}", language or "unknown")
         return [
             {"role": "system", "content": self.prompts.system},
-            {"role": "user", "content": f"{text}\n\n{label}:\n{body}"},
+            {"role": "user", "content": f"{text}\n\nTranscript:\n{body}"},
         ]
 
     def summary_messages(self, body: str, language: str | None = None) -> list[Message]:
         """The one-shot prompt: fixed prefix, transcript last."""
-        return self.messages(self.prompts.instructions, body, language)
+        return self._messages(self.prompts.instructions, body, language)
 
     def map_messages(self, part: str, language: str | None = None) -> list[Message]:
-        return self.messages(self.prompts.map_instructions, part, language)
+        return self._messages(self.prompts.map_instructions, part, language)
 
     def reduce_messages(self, partials: Sequence[str], language: str | None = None) -> list[Message]:
         body = "\n\n".join(f"Part {i}:\n{p.strip()}" for i, p in enumerate(partials, 1))
-        return self.messages(self.prompts.reduce_instructions, body, language)
+        return self._messages(self.prompts.reduce_instructions, body, language)
 
     def repair_messages(self, broken: str, error: str, language: str | None = None) -> list[Message]:
         """Ask again for a JSON answer that did not validate: fixed instructions first, the broken answer last."""

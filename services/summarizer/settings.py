@@ -9,8 +9,6 @@ numbers and owners.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -40,21 +38,6 @@ DEFAULT_REDUCE_INSTRUCTIONS = (
     "exactly as written; add none."
 )
 
-DEFAULT_PASSAGE_INSTRUCTIONS = (
-    "The passage below is part of a recorded conversation. Write its facts as one short note of at "
-    'most {words} words, as a JSON object {"point": "..."}, for a reader who missed it. Keep every '
-    "number, amount, date and name exactly as written and add none. Leave out greetings, thanks and "
-    "small talk; a passage with no fact gets an empty point. Answer in the passage's language."
-)
-DEFAULT_FRAME_INSTRUCTIONS = (
-    "From the transcript below, write one JSON object with these fields: "
-    '"title" (one short line naming what it is about), '
-    '"decisions" (what was decided; empty if nothing), '
-    '"action_items" (objects with "task", "owner" and "due"; owner and due only when a speaker said '
-    "them, otherwise null). Keep every number, date and name exactly as written and add none. "
-    "Answer in the transcript's language."
-)
-
 DEFAULT_REPAIR_INSTRUCTIONS = (
     'The answer below was meant to be one JSON object with "title", "key_points" (at most five), '
     '"decisions" and "action_items" ("task", "owner", "due"), but it is not valid. Write it again as '
@@ -78,20 +61,6 @@ class PromptSettings(BaseSettings):
     map_instructions: str = DEFAULT_MAP_INSTRUCTIONS
     reduce_instructions: str = DEFAULT_REDUCE_INSTRUCTIONS
     repair_instructions: str = DEFAULT_REPAIR_INSTRUCTIONS
-    method: Literal["whole", "passages"] = "whole"
-    """``whole``: one request writes the whole summary. ``passages``: the transcript is cut into
-    passages of about ``passage_words`` words, one request writes each passage's key point, and one
-    more (``frame_instructions``) the title, decisions and action items, all at once
-    (:mod:`services.summarizer.passages`). A transcript too long for one request is map-reduced
-    either way."""
-    passage_instructions: str = DEFAULT_PASSAGE_INSTRUCTIONS
-    """``{words}`` is replaced by the passage's share of the budget."""
-    frame_instructions: str = DEFAULT_FRAME_INSTRUCTIONS
-    passage_words: int = 25
-    """About two spoken sentences: short enough that a small model restates it without skipping."""
-    points_share: float = 0.7
-    """The key points' share of ``summary_budget`` under ``passages``; the title, decisions and
-    action items get the rest."""
     chars_per_token: float = 3.0
     """Conservative estimate (English BPE averages ~4): overestimating tokens only adds a map step."""
     prompt_overhead_tokens: int = 64

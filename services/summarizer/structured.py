@@ -285,54 +285,19 @@ async def summarize_structured(
 ) -> StructuredOutcome:
     """Summarize ``transcript`` as a :class:`SummaryContent` (prose when the server will not do JSON)."""
     prompts = builder.prompts
-    words = len(transcript.text.split())
-    caps = LengthCaps.for_transcript(words, prompts.summary_budget)
-    if prompts.structured and prompts.method == "passages" and builder.fits(transcript.text.strip()):
-        return await _summarize_by_passages(client, builder, transcript, words, priority)
+    caps = LengthCaps.for_transcript(len(transcript.text.split()), prompts.summary_budget)
     chat = _JsonChat(client, caps) if prompts.structured else client
     outcome = await summarize_transcript(chat, builder, transcript, priority=priority)  # type: ignore[arg-type]
     if not prompts.structured:
         return StructuredOutcome(outcome, None)
-    content = await _validated(chat, builder, transcript, outcome, caps, priority)  # type: ignore[arg-type]
-    return _finish(outcome, content)
-
-
-async def _summarize_by_passages(
-    client: ChatClient, builder: PromptBuilder, transcript: Transcript, words: int, priority: Priority | str
-) -> StructuredOutcome:
-    from services.summarizer.passages import summarize_passages, with_points
-
-    prompts = builder.prompts
-    # The frame's lists share what the points leave of the budget; one slot each at least.
-    frame_chars = int((1 - prompts.points_share) * prompts.summary_budget * words * CHARS_PER_WORD)
-    slots = max(1, min(MAX_DECISIONS, frame_chars // MIN_POINT_CHARS))
-    caps = LengthCaps(point_chars=MIN_POINT_CHARS, title_chars=MIN_POINT_CHARS, decisions=slots, action_items=slots)
-    answers = await summarize_passages(client, builder, transcript, caps, priority=priority)
-    chat = _JsonChat(client, caps)
-    content = await _validated(chat, builder, transcript, answers.outcome, caps, priority)
-    if content is not None:
-        content = with_points(content, [_uncut(point, limit) for point, limit in answers.points])
-    return _finish(answers.outcome, content)
-
-
-async def _validated(
-    chat: _JsonChat,
-    builder: PromptBuilder,
-    transcript: Transcript,
-    outcome: SummaryOutcome,
-    caps: LengthCaps,
-    priority: Priority | str,
-) -> SummaryContent | None:
-    """The answer in ``outcome`` as content (repaired if need be), ``None`` when it is prose."""
-    prompts = builder.prompts
     answer = outcome.text
     for attempt in range(prompts.repair_attempts + 1):
         try:
-            return uncut(ground_action_items(parse_content(answer), transcript.text), caps)
+            content = uncut(ground_action_items(parse_content(answer), transcript.text), caps)
         except StructuredSummaryError as exc:
             if "{" not in answer:
                 logger.info("the LLM answered prose, not JSON: keeping it as the summary text")
-                return None
+                return StructuredOutcome(outcome, None)
             if attempt == prompts.repair_attempts:
                 raise StructuredSummaryError(
                     f"the LLM's summary is still invalid after {attempt} repair request(s): {exc}"
@@ -342,13 +307,10 @@ async def _validated(
             repaired = await chat.chat(messages, priority=priority)
             _add(outcome, repaired)
             answer = repaired.text
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _finish(outcome: SummaryOutcome, content: SummaryContent | None) -> StructuredOutcome:
-    if content is not None:
+            continue
         outcome.text = render_markdown(content)
-    return StructuredOutcome(outcome, content)
+        return StructuredOutcome(outcome, content)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _add(outcome: SummaryOutcome, result: ChatResult) -> None:
