@@ -16,6 +16,10 @@ LEVEL_ENV = "KUBESCRIBE_LOG_LEVEL"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (NatsError, TimeoutError)
+"""What nats-py raises while a server restarts or JetStream elects a leader: an outage to ride out."""
+
+
 class OneLineNatsErrors(logging.Filter):
     """A NATS restart is an outage to ride out, not a bug: one line per event, no traceback.
 
@@ -29,7 +33,7 @@ class OneLineNatsErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, NatsError | TimeoutError):
+        if isinstance(exc, OUTAGE_ERRORS):
             record.msg = f"{record.getMessage().splitlines()[0]} ({type(exc).__name__}: {exc or 'timeout'})"
             record.args, record.exc_info, record.exc_text = None, None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"

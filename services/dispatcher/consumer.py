@@ -43,6 +43,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from services.common.errors import InvalidEventError, MissingObjectError
 from services.common.events import AudioReceived, Stage, parse_event, recording_id_of, utcnow
 from services.common.inflight import Failure, Keepalive, ack, fail, hand_back, settle
+from services.common.logs import OUTAGE_ERRORS
 from services.common.messaging import report_failure
 from services.common.settings import Settings
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
@@ -83,6 +84,12 @@ def consumer_config(
 
 def _ns(at: datetime) -> int:
     return int(at.timestamp() * 1e9)
+
+
+OUTAGE_RETRY_S = 0.5
+OUTAGE_RETRY_MAX_S = 5.0
+"""A job event that met a NATS outage is handled again after 0.5 s, doubling up to 5 s: about
+how long a JetStream leader election takes, without hammering a server that is restarting."""
 
 
 @dataclass
@@ -384,12 +391,32 @@ class Dispatcher:
     # --- job states --------------------------------------------------------------------------
     async def _watch(self) -> None:
         async for event in self.backend.watch():
+            await self._handle(event)
+
+    async def _handle(self, event: JobEvent) -> None:
+        """Handle one job event, through a NATS outage if need be: a job's end is never dropped.
+
+        A dropped terminal event would leave its recordings held (and kept alive) with no job
+        running for them, for good. :meth:`on_job_event` is idempotent, so retrying it after a
+        timeout halfway through is safe; later events wait, in order, behind this one.
+        """
+        delay = OUTAGE_RETRY_S
+        while True:
             try:
                 await self.on_job_event(event)
+                return
             except asyncio.CancelledError:
                 raise
-            except Exception:  # NATS restarting or electing a leader: one warning line (OneLineNatsErrors)
+            except OUTAGE_ERRORS as exc:
+                logger.warning(
+                    "could not handle %s of job %s (%s: %s); retrying in %.1f s",
+                    event.state, event.job_id, type(exc).__name__, exc or "timeout", delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, OUTAGE_RETRY_MAX_S)
+            except Exception:
                 logger.exception("could not handle %s of job %s", event.state, event.job_id)
+                return
 
     async def on_job_event(self, event: JobEvent) -> None:
         assert self._status is not None and self._jobs_store is not None
@@ -418,10 +445,11 @@ class Dispatcher:
                         },
                     )
         if event.state in TERMINAL_STATES:
-            metrics.JOBS_FINISHED.labels(self.backend.kind, event.state.value).inc()
-            self.jobs.pop(event.job_id, None)
             for recording in mine:
                 await self._settle(recording.recording_id, event)
+            # Forgotten only once every recording is settled: a retry after an outage finds it.
+            self.jobs.pop(event.job_id, None)
+            metrics.JOBS_FINISHED.labels(self.backend.kind, event.state.value).inc()
             self._wake.set()
 
     def _owns(self, rid: str, job_id: str) -> bool:
@@ -430,8 +458,8 @@ class Dispatcher:
 
     async def _settle(self, rid: str, event: JobEvent) -> None:
         assert self._status is not None
+        status = await self._status.get(rid)  # first: a timeout here leaves nothing half-changed
         self.held[rid].chunk_jobs.discard(event.job_id)
-        status = await self._status.get(rid)
         if status is not None and status.stage in OUTCOMES:
             held = self._release(rid)
             assert held is not None

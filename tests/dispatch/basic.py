@@ -25,6 +25,7 @@ from services.common.settings import Settings
 from services.common.status import RecordingStage, StatusStore
 from services.dispatcher.backends import JobBackend
 from services.dispatcher.backends.fake import FakeRun, Handler
+from services.dispatcher.consumer import Dispatcher
 from tests.integration._dispatch import (
     ReadyCounter,
     announce,
@@ -187,6 +188,46 @@ class DispatcherBehaviour:
         assert len(runs) == 2 and status.job_id == runs[1]
         assert status.attempts == 1
         assert counter.counts[event.recording_id] == 1
+
+    async def test_a_job_end_met_by_a_nats_outage_is_handled_once_nats_answers(
+        self, js, nats_settings, clips, deploy, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The failed job's end is handled while NATS times out (twice): retried, not dropped.
+
+        Before, the event was logged and lost, and the recording stayed held with no job for it.
+        """
+        self._needs_script()
+        settings = make_settings(nats_settings, retry_backoff_s=0.1, slots=1)
+        durable = unique_durable()
+        runs: list[str] = []
+        outages: list[str] = []
+        settle = Dispatcher._settle
+
+        async def fail_first(run: FakeRun) -> None:
+            runs.append(run.job.job_id)
+            await run.start()
+            if len(runs) == 1:
+                await run.fail("OOMKilled", exit_code=137)
+                return
+            await run.transcribe()
+
+        async def settle_through_an_outage(dispatcher: Dispatcher, rid: str, event) -> None:
+            if len(outages) < 2:
+                outages.append(event.job_id)
+                raise TimeoutError  # what nats-py raises while JetStream elects a leader
+            await settle(dispatcher, rid, event)
+
+        monkeypatch.setattr(Dispatcher, "_settle", settle_through_an_outage)
+        try:
+            async with running_dispatcher(settings, deploy(settings, fail_first)(), durable):
+                event = await publish_clip(js, clips[0][0])
+                statuses = await wait_outcomes(js, [event.recording_id], timeout=120)
+        finally:
+            await delete_consumer(js, durable)
+        status = statuses[event.recording_id]
+        assert outages == [runs[0], runs[0]]  # the failed job's end, met twice by the outage
+        assert status.stage is RecordingStage.transcribed, status.error
+        assert len(runs) == 2 and status.job_id == runs[1] and status.attempts == 2
 
     async def test_restarted_dispatcher_adopts_live_jobs_and_loses_nothing(
         self, js, nats_settings, clips, deploy
