@@ -17,9 +17,24 @@ from typing import Any
 from nats.js import JetStreamContext
 from opentelemetry.trace import Span
 
-from services.common.jobspec import JobRecording
+from services.common.jobspec import JobRecording, TranscriptionJob
 from services.common.storage import get_to_file
 from services.common.telemetry import StageSpan, extract_context, tracer
+
+
+def span_attributes(job: TranscriptionJob, recording: JobRecording) -> dict[str, object]:
+    """Which recording, tenant, job and model a transcription span is about (a chunk adds its window)."""
+    attributes: dict[str, object] = {
+        "kubescribe.recording_id": recording.recording_id,
+        "kubescribe.job_id": job.job_id,
+        "kubescribe.tenant": recording.tenant,
+        "kubescribe.model": job.model,
+        "kubescribe.profile": job.profile,
+    }
+    if recording.chunk is not None:
+        attributes["kubescribe.chunk_index"] = recording.chunk.index
+        attributes["kubescribe.chunk_count"] = recording.chunk.count
+    return attributes
 
 
 @contextlib.asynccontextmanager

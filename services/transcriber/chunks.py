@@ -32,26 +32,12 @@ from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import get_bytes, put_bytes
 from services.common.telemetry import StageSpan, extract_context, tracer
 from services.common.topology import TRANSCRIPTS_BUCKET
-from services.transcriber.audio import decoding_options, transcription_span
+from services.transcriber.audio import decoding_options, span_attributes, transcription_span
 from services.transcriber.engine import SAMPLE_RATE, Engine, decode
 from services.transcriber.merge import ChunkTranscript, chunk_key, merge_chunks
 from services.transcriber.window import chunk_window
 
 _MERGED = (RecordingStage.transcribed, RecordingStage.summarizing, RecordingStage.summarized, RecordingStage.failed)
-
-
-def chunk_attributes(job: TranscriptionJob, recording: JobRecording) -> dict[str, object]:
-    """Span attributes of a chunk: which recording, job and window."""
-    chunk = recording.chunk
-    assert chunk is not None
-    return {
-        "kubescribe.recording_id": recording.recording_id,
-        "kubescribe.job_id": job.job_id,
-        "kubescribe.tenant": recording.tenant,
-        "kubescribe.model": job.model,
-        "kubescribe.chunk_index": chunk.index,
-        "kubescribe.chunk_count": chunk.count,
-    }
 
 
 async def run_chunk(
@@ -73,7 +59,7 @@ async def run_chunk(
         return None
     parent = extract_context({"traceparent": recording.traceparent} if recording.traceparent else None)
     with tracer().start_as_current_span(
-        StageSpan.MERGE, context=parent, attributes=chunk_attributes(job, recording)
+        StageSpan.MERGE, context=parent, attributes=span_attributes(job, recording)
     ) as span:
         results = [
             ChunkTranscript.model_validate_json(
@@ -113,7 +99,7 @@ async def _transcribe_chunk(
     model: str,
 ) -> None:
     """One ``transcription`` span per chunk, under the recording's trace; the result stored by key."""
-    async with transcription_span(js, recording, chunk_attributes(job, recording)) as (span, path):
+    async with transcription_span(js, recording, span_attributes(job, recording)) as (span, path):
         audio = await asyncio.to_thread(decode, path)
         start_s, end_s = await asyncio.to_thread(chunk_window, audio, chunk)
         window = audio[int(start_s * SAMPLE_RATE) : int(end_s * SAMPLE_RATE)]

@@ -41,7 +41,7 @@ from services.common.storage import put_bytes
 from services.common.telemetry import StageSpan, record_span
 from services.common.tombstones import is_deleted
 from services.common.topology import TRANSCRIPTS_BUCKET
-from services.transcriber.audio import decoding_options, transcription_span
+from services.transcriber.audio import decoding_options, span_attributes, transcription_span
 from services.transcriber.chunks import run_chunk
 from services.transcriber.engine import Engine
 
@@ -91,7 +91,7 @@ async def run_job(
             start_ns=span_start,
             end_ns=model_ready_ns,
             parent=recording.traceparent,
-            attributes={**_attributes(job, recording), "kubescribe.model_preloaded": load_end <= span_start},
+            attributes={**span_attributes(job, recording), "kubescribe.model_preloaded": load_end <= span_start},
         )
     for recording in job.recordings:
         turn_ns = time.time_ns()
@@ -101,7 +101,7 @@ async def run_job(
                 start_ns=model_ready_ns,
                 end_ns=turn_ns,
                 parent=recording.traceparent,
-                attributes=_attributes(job, recording),
+                attributes=span_attributes(job, recording),
             )
         status = await store.get(recording.recording_id)
         if status is not None and status.stage in _DONE:
@@ -139,16 +139,6 @@ async def run_job(
     return outcome
 
 
-def _attributes(job: TranscriptionJob, recording: JobRecording) -> dict[str, object]:
-    return {
-        "kubescribe.recording_id": recording.recording_id,
-        "kubescribe.job_id": job.job_id,
-        "kubescribe.tenant": recording.tenant,
-        "kubescribe.model": job.model,
-        "kubescribe.profile": job.profile,
-    }
-
-
 async def _transcribe_one(
     js: JetStreamContext,
     store: StatusStore,
@@ -157,7 +147,7 @@ async def _transcribe_one(
     engine: Engine,
     model: str,
 ) -> None:
-    async with transcription_span(js, recording, _attributes(job, recording)) as (span, path):
+    async with transcription_span(js, recording, span_attributes(job, recording)) as (span, path):
         wall = time.perf_counter()
         result = await asyncio.to_thread(engine.transcribe, path, model=job.model, **decoding_options(recording))
         span.set_attribute("kubescribe.audio_s", result.audio_s)
