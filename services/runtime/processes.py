@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import socket
 import subprocess
 import time
@@ -39,9 +40,40 @@ class ProcessFailedError(KubescribeError):
     """A child exited, or what we waited for did not happen in time; the message carries its output."""
 
 
+_HANDED_OUT: set[int] = set()
+PORT_SPAN = 12_000
+"""How many ports below the kernel's ephemeral range :func:`free_port` draws from."""
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default lower bound
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """An unused TCP port on ``host``."""
-    with socket.socket() as sock:
+    """An unused TCP port on ``host``, for a server about to start.
+
+    Why not simply ``bind(0)``: that port comes from the kernel's ephemeral range, the same pool
+    every outgoing connection draws from, so between our probe and the server's own bind a client
+    socket (another test's, NATS reconnecting...) can take it, and the server fails with "address
+    in use". The port is drawn at random below that range instead, is checked to be free, and is
+    never handed out twice by this process.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - PORT_SPAN), low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as sock:  # the span is crowded: fall back to the kernel's choice
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
