@@ -31,6 +31,7 @@ from services.ingest.client import upload_with_retry
 from services.ingest.idempotency import REVERSE_PREFIX
 from services.runtime.processes import ProcessFailedError, descendants, wait_until_async
 from services.runtime.stack import EmbeddedStack
+from tests.kv import kv_keys
 from tests.speech import synthesize
 
 CLIP_TEXTS = ("Budget review on Thursday.", "Send the design today.", "Hire two engineers.", "Water the plants.")
@@ -185,7 +186,9 @@ async def assert_exactly_once(nc, ids: list[str]) -> None:
     claims = await js.key_value(IDEMPOTENCY_BUCKET)
     status = await js.key_value(STATUS_BUCKET)
     orphaned = []
-    for key in await claims.keys():
+    keys = await kv_keys(js, IDEMPOTENCY_BUCKET)
+    assert keys, "every upload carried an Idempotency-Key, so its claim must be listed"
+    for key in keys:
         if key.startswith(REVERSE_PREFIX):  # rec.<id>: the pointer from a recording to its claim
             owner = key.removeprefix(REVERSE_PREFIX)
         else:

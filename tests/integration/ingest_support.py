@@ -11,8 +11,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import uvicorn
-from nats.errors import Error as NatsError
-from nats.js.errors import NoKeysError
 
 from services.common.settings import ApiSettings, IngestSettings, NatsSettings, Settings
 from services.common.topology import AUDIO_BUCKET, AUDIO_STREAM
@@ -61,26 +59,6 @@ async def running_ingest(settings: Settings, nc) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
-
-
-async def kv_keys(js, bucket: str, attempts: int = 3) -> set[str]:
-    """The live keys of a KV bucket (empty set when it holds none).
-
-    Only "no keys" means empty: a listing that timed out on a busy machine is tried again, never
-    taken for an empty bucket (that made a before/after comparison fail at random)."""
-    kv = await js.key_value(bucket)
-    for attempt in range(attempts):
-        try:
-            return set(await kv.keys())
-        except NoKeysError:
-            # nats-py now and then reports no keys for a bucket that has some: believe it only
-            # when the bucket's stream is empty too, or after the last attempt.
-            if attempt == attempts - 1 or (await js.stream_info(f"KV_{bucket}")).state.messages == 0:
-                return set()
-        except (NatsError, TimeoutError):
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
 
 
 async def store_counts(js) -> tuple[int, int]:

@@ -17,7 +17,8 @@ import pytest
 import pytest_asyncio
 
 from services.common.topology import STATUS_BUCKET
-from tests.integration.ingest_support import kv_keys, make_settings, running_ingest, store_counts
+from tests.integration.ingest_support import make_settings, running_ingest, store_counts
+from tests.kv import kv_keys
 from tests.speech import SENTENCES, synthesize
 
 pytestmark = pytest.mark.nats
