@@ -30,7 +30,8 @@ from services.common.topology import (
 )
 from services.ingest.idempotency import claim_key
 from services.ingest.keys import create_key, read_keys
-from tests.integration.ingest_support import kv_keys, make_settings, running_ingest
+from tests.integration.ingest_support import make_settings, running_ingest
+from tests.kv import kv_keys
 from tests.speech import SENTENCES, synthesize
 
 pytestmark = pytest.mark.nats
