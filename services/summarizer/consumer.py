@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from services.common.documents import Summary, Transcript
 from services.common.errors import InvalidEventError, PermanentError
 from services.common.events import Stage, SummaryReady, TranscriptReady, parse_event, recording_id_of
+from services.common.ids import fixed_event_id
 from services.common.inflight import Failure
 from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
@@ -261,6 +262,7 @@ class Summarizer:
         await publish_event(
             self.js,
             SummaryReady(
+                id=fixed_event_id("summary.ready", event.recording_id),
                 source=SOURCE,
                 recording_id=event.recording_id,
                 tenant=event.tenant,

@@ -21,7 +21,6 @@ retried job) is dropped by JetStream's duplicate window and deduped by consumers
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from opentelemetry import trace
 from services.common.documents import Transcript
 from services.common.errors import PermanentError
 from services.common.events import Stage, TranscriptReady
+from services.common.ids import fixed_event_id
 from services.common.jobspec import JobRecording, TranscriptionJob
 from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, StatusStore
@@ -48,15 +48,7 @@ from services.transcriber.engine import Engine
 logger = logging.getLogger(__name__)
 
 SOURCE = "kubescribe/transcriber"
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DONE = (RecordingStage.transcribed, RecordingStage.summarizing, RecordingStage.summarized, RecordingStage.failed)
-
-
-def transcript_event_id(recording_id: str) -> str:
-    """A ULID-shaped id fixed per recording: the recording's timestamp + 80 bits of a hash."""
-    digest = int.from_bytes(hashlib.sha256(f"transcript.ready/{recording_id}".encode()).digest()[:10], "big")
-    tail = "".join(_CROCKFORD[(digest >> (5 * i)) & 31] for i in reversed(range(16)))
-    return recording_id[:10] + tail
 
 
 @dataclass
@@ -202,7 +194,7 @@ async def finish(
 
 def _ready_event(transcript: Transcript, ref, recording: JobRecording) -> TranscriptReady:
     return TranscriptReady(
-        id=transcript_event_id(recording.recording_id),
+        id=fixed_event_id("transcript.ready", recording.recording_id),
         source=SOURCE,
         recording_id=recording.recording_id,
         tenant=recording.tenant,

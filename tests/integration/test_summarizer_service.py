@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.common.documents import Segment, Summary, Transcript
-from services.common.events import Priority, RecordingFailed, TranscriptReady
+from services.common.events import Priority, RecordingFailed, SummaryReady, TranscriptReady
 from services.common.ids import new_id
 from services.common.inflight import MAX_DELIVER
 from services.common.messaging import publish_event
@@ -21,10 +21,11 @@ from services.common.settings import LlmSettings, NatsSettings, Settings, Summar
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import get_bytes, put_bytes
 from services.common.telemetry import StageSpan, setup_telemetry
-from services.common.topology import TRANSCRIPTS_BUCKET, TRANSCRIPTS_STREAM
+from services.common.topology import SUMMARIES_STREAM, TRANSCRIPTS_BUCKET, TRANSCRIPTS_STREAM
 from services.runtime.processes import wait_until_async
 from services.runtime.sim import SimConfig, SimLlmServer
 from services.summarizer.app import serve
+from tests.integration._dispatch import stored_events
 
 pytestmark = pytest.mark.nats
 
@@ -266,3 +267,26 @@ async def test_long_transcript_is_map_reduced(js, nats_settings) -> None:
             status = await _wait_done(js, recording_id)
     assert status.stage is RecordingStage.summarized, status.error
     assert status.metrics["llm_requests"] > 2
+
+
+async def test_a_crash_after_summary_ready_republishes_the_same_event(js, nats_settings, monkeypatch) -> None:
+    """Killed between publishing SummaryReady and writing "summarized", the redelivery publishes
+    it again with the same id, so JetStream keeps one (a fresh id per attempt made two)."""
+    advance = StatusStore.advance
+    crashes: list[str] = []
+
+    async def crash_once_before_summarized(self, recording_id, stage, **fields):
+        if stage is RecordingStage.summarized and not crashes:
+            crashes.append(recording_id)
+            raise RuntimeError("killed after the publish")  # the boundary naks: redelivered
+        return await advance(self, recording_id, stage, **fields)
+
+    monkeypatch.setattr(StatusStore, "advance", crash_once_before_summarized)
+    with SimLlmServer(SimConfig(model="m")) as sim:
+        async with running(_settings(nats_settings, sim)):
+            recording_id, _ = await _submit(js)
+            status = await _wait_done(js, recording_id, timeout=60)
+    assert crashes == [recording_id] and status.stage is RecordingStage.summarized
+    events = await stored_events(js, SummaryReady.SUBJECT, SummaryReady, recording_id, stream=SUMMARIES_STREAM)
+    assert len(events) == 1, [e.id for e in events]
+    assert sim.engine is not None and sim.engine.requests == 1  # the stored summary, not a second call
