@@ -407,11 +407,11 @@ class Dispatcher:
                 return
             except asyncio.CancelledError:
                 raise
-            except OUTAGE_ERRORS as exc:
+            except OUTAGE_ERRORS:
+                # One line with the error's name (OneLineNatsErrors), no traceback.
                 logger.warning(
-                    "could not handle %s of job %s (%s: %s); retrying in %.1f s",
-                    event.state, event.job_id, type(exc).__name__, exc or "timeout", delay,
-                )  # fmt: skip
+                    "could not handle %s of job %s; retrying in %.1f s", event.state, event.job_id, delay, exc_info=True
+                )
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, OUTAGE_RETRY_MAX_S)
             except Exception:
