@@ -136,6 +136,7 @@ PLACEMENT_ERROR_CODES = frozenset({10005})
 """JetStream ``err_code`` meaning "not enough peers yet" (no suitable peers for placement). Not
 10074 (replicas > 1 on a server without a cluster) nor the storage limits: those never heal."""
 NOT_CLUSTERED_ERROR_CODE = 10074
+INSUFFICIENT_STORAGE_ERROR_CODE = 10047
 
 
 def _cluster_not_ready(exc: BaseException) -> bool:
@@ -162,6 +163,12 @@ async def ensure_topology(js: JetStreamContext, settings: StreamSettings | None 
                 raise ConfigurationError(
                     f"KUBESCRIBE_STREAM_REPLICAS={settings.replicas} needs a JetStream cluster of at least that many "
                     "nodes, and this nats-server is not clustered: set it to 1 (or `kubescribe up --nats-cluster 3`)"
+                ) from exc
+            if isinstance(exc, APIError) and exc.err_code == INSUFFICIENT_STORAGE_ERROR_CODE:
+                raise ConfigurationError(
+                    f"JetStream cannot reserve the topology's {reserved_bytes(settings) / 2**30:.1f} GiB of stream and "
+                    "store limits: give nats-server a larger max_file_store (its default is 75 % of the free disk) or "
+                    "lower KUBESCRIBE_STREAM_AUDIO_MAX_BYTES / KUBESCRIBE_STREAM_MAX_BYTES"
                 ) from exc
             if not _cluster_not_ready(exc) or time.monotonic() >= deadline:
                 raise

@@ -17,6 +17,14 @@ cluster route port, and lists every node's route (self-routes are ignored by nat
 route listener requires the same generated user as clients: otherwise any local process could
 join the cluster as a route and read the audio. A restarted node keeps its name and store and
 catches up from the others; the ports are fixed for the stack's life.
+
+Every embedded server sets JetStream's ``max_file_store`` itself (:data:`FILE_STORE_CAP`). Left
+unset, nats-server caps file storage at 75 % of the disk that is free when it starts, and the
+topology reserves its limits against that cap up front (``reserved_bytes``: 27 GiB by default).
+A machine with less than 36 GB free then refused the audio Object Store at start (err 10047,
+"insufficient storage resources") although a demo writes a few megabytes: the stack's start-up
+depended on how full the disk happened to be. The disk stays the real bound: when it fills,
+JetStream refuses the write, as it would under the default.
 """
 
 from __future__ import annotations
@@ -38,6 +46,10 @@ from services.runtime.local_server import LocalServer
 from services.runtime.processes import free_port
 
 logger = logging.getLogger(__name__)
+
+FILE_STORE_CAP = 1 << 40
+"""The embedded servers' ``max_file_store``: 1 TiB, the ceiling nats-server itself applies to its
+free-disk default, now the same on every machine (module docstring)."""
 
 
 def find_nats_server() -> Path:
@@ -178,14 +190,15 @@ class EmbeddedNatsServer(LocalServer):
         ]  # fmt: skip
 
     def _config(self) -> list[str]:
-        """``-c FILE`` when there is anything argv must not carry (a password) or cannot (routes)."""
-        if self.cluster is None:
-            return ["-c", str(self.auth.server_config())] if self.auth else []
-        routes = self.cluster.block(self.host, self.auth)
+        """``-c FILE``: what argv must not carry (a password) or cannot (routes, the store cap)."""
+        blocks = f"jetstream {{\n  max_file_store: {FILE_STORE_CAP}\n}}\n"
+        if self.cluster is not None:
+            blocks += self.cluster.block(self.host, self.auth)
         if self.auth:
-            return ["-c", str(self.auth.server_config(self.server_name, routes))]
+            name = self.server_name if self.cluster is not None else "nats-server"
+            return ["-c", str(self.auth.server_config(name, blocks))]
         path = self.store_dir.parent / f"{self.server_name}.conf"
-        path.write_text(routes)
+        path.write_text(blocks)
         return ["-c", str(path)]
 
     def ready(self) -> bool:

@@ -79,3 +79,32 @@ async def test_a_client_rides_through_a_sigkilled_server_restarted_on_the_same_p
         await client.close()
     finally:
         server.stop()
+
+
+async def test_the_jetstream_store_cap_does_not_depend_on_the_free_disk(nats_server: EmbeddedNatsServer) -> None:
+    """nats-server's default cap is 75 % of the free disk; the topology reserves 27 GiB against it,
+    so a machine with less than 36 GB free refused the audio store at start (CI did, once)."""
+    import httpx
+
+    from services.common.settings import StreamSettings
+    from services.common.topology import reserved_bytes
+    from services.runtime.nats_server import FILE_STORE_CAP
+
+    varz = httpx.get(f"{nats_server.monitor_url}/varz", timeout=5).json()
+    assert varz["jetstream"]["config"]["max_storage"] == FILE_STORE_CAP
+    assert 10 * reserved_bytes(StreamSettings()) <= FILE_STORE_CAP
+
+
+async def test_limits_beyond_the_store_cap_are_one_readable_configuration_error(tmp_path: Path) -> None:
+    from services.common.settings import StreamSettings
+    from services.common.topology import ensure_topology
+    from services.runtime.nats_server import FILE_STORE_CAP
+
+    with EmbeddedNatsServer(tmp_path / "store") as server:
+        client = await connect(NatsSettings(url=server.url))
+        try:
+            too_big = StreamSettings(audio_max_bytes=2 * FILE_STORE_CAP)
+            with pytest.raises(ConfigurationError, match=r"cannot reserve the topology.s 2055\.0 GiB"):
+                await ensure_topology(client.jetstream(), too_big)
+        finally:
+            await client.close()
