@@ -17,6 +17,7 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.security import BaseSecurity
 from nats.errors import NoServersError
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 
 from services.common.logs import OneLineNatsErrors
 from services.common.nats_client import initial_connect_attempts, log_connection_error, unreachable
@@ -70,6 +71,17 @@ async def connect_jetstream(broker: NatsBroker, nats: NatsSettings) -> JetStream
         raise unreachable(nats, exc) from exc
     connection.options["max_reconnect_attempts"] = -1
     return connection.jetstream(timeout=nats.request_timeout)
+
+
+def durable_consumers(broker: NatsBroker) -> list[tuple[str, ConsumerConfig]]:
+    """Each JetStream subscriber's ``(stream, consumer config)``: what
+    :func:`~services.common.topology.ensure_consumers` creates before the subscribers start."""
+    consumers = []
+    for subscriber in broker.subscribers:
+        stream, config = getattr(subscriber, "stream", None), getattr(subscriber, "config", None)
+        if stream is not None and isinstance(config, ConsumerConfig) and config.durable_name:
+            consumers.append((stream.name, config))
+    return consumers
 
 
 async def run_until_cancelled(app: FastStream, ready: asyncio.Event | None = None) -> None:

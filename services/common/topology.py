@@ -10,7 +10,8 @@ up --nats-cluster 3``, or a StatefulSet rolling out) refuses both for a few seco
 :func:`ensure_topology` retries those two answers (503 "JetStream system temporarily
 unavailable", "no suitable peers") and timeouts until
 ``StreamSettings.ready_timeout_s``; every other error is a real configuration problem and is
-raised at once.
+raised at once. :func:`ensure_consumers` does the same for the services' durable consumers,
+which replicas of a service create at the same moment.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
+    ConsumerConfig,
     DiscardPolicy,
     KeyValueConfig,
     ObjectStoreConfig,
@@ -38,6 +42,8 @@ from services.common.events import Stage, failed_subject
 from services.common.settings import StreamSettings
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 AUDIO_STREAM = "AUDIO"
 TRANSCRIPTS_STREAM = "TRANSCRIPTS"
@@ -153,11 +159,39 @@ async def ensure_topology(js: JetStreamContext, settings: StreamSettings | None 
     which makes a second call observably a no-op. Waits for a forming cluster (module docstring).
     """
     settings = settings or StreamSettings()
-    deadline = time.monotonic() + settings.ready_timeout_s
     changed: list[str] = []
+    return await _waiting_out_a_forming_cluster(lambda: _ensure_all(js, settings, changed), settings)
+
+
+async def ensure_consumers(
+    js: JetStreamContext, consumers: Iterable[tuple[str, ConsumerConfig]], settings: StreamSettings
+) -> None:
+    """Create each ``(stream, config)`` durable consumer that does not exist yet, waiting out a forming cluster.
+
+    Why before FastStream starts its subscribers: replicas of one service start together and
+    create the same durable at once, and on a cluster a few seconds old a ``CONSUMER.INFO`` can
+    go unanswered while the new consumer elects its leader. FastStream's start raises that
+    timeout and the service exited (notifier-1 in a full run); here it is retried like the
+    streams. An existing consumer is left as it is, as nats-py's ``pull_subscribe`` leaves it.
+    """
+
+    async def create_missing() -> None:
+        for stream, config in consumers:
+            try:
+                await js.consumer_info(stream, config.durable_name)
+            except NotFoundError:
+                await js.add_consumer(stream, config)
+                logger.info("created consumer %s on %s", config.durable_name, stream)
+
+    await _waiting_out_a_forming_cluster(create_missing, settings)
+
+
+async def _waiting_out_a_forming_cluster(operation: Callable[[], Awaitable[T]], settings: StreamSettings) -> T:
+    """``operation()``, retried every 0.5 s while the cluster is forming, for ``ready_timeout_s``."""
+    deadline = time.monotonic() + settings.ready_timeout_s
     while True:
         try:
-            return await _ensure_all(js, settings, changed)
+            return await operation()
         except Exception as exc:
             if isinstance(exc, APIError) and exc.err_code == NOT_CLUSTERED_ERROR_CODE:
                 raise ConfigurationError(

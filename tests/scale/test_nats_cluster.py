@@ -3,6 +3,7 @@ stream leader ridden through by a publish, a KV compare-and-set and an Object St
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from nats.errors import Error as NatsError
 from nats.js.errors import KeyWrongLastSequenceError
 
+from services.common.broker import durable_consumers
 from services.common.nats_client import connect
 from services.common.settings import NatsSettings, StreamSettings
 from services.common.topology import (
@@ -21,6 +23,7 @@ from services.common.topology import (
     KV_BUCKETS,
     STATUS_BUCKET,
     STREAMS,
+    ensure_consumers,
     ensure_topology,
     object_store_limits,
 )
@@ -68,6 +71,36 @@ async def test_every_stream_bucket_and_store_is_placed_on_three_peers(cluster) -
         assert await stream_leader(js) in {"nats-1", "nats-2", "nats-3"}
     finally:
         await nc.close()
+
+
+async def test_two_replicas_of_every_service_create_their_durables_at_once_on_a_fresh_cluster(cluster) -> None:
+    """What ``up --replicas 2`` does at start: notifier-1 once exited here on an unanswered
+    CONSUMER.INFO while notifier-2 created the same durable on a cluster seconds old."""
+    from services.dispatcher.app import build_app as dispatcher_app
+    from services.notifier.app import build_app as notifier_app
+    from services.summarizer.app import build_app as summarizer_app
+
+    nodes, auth, _ = cluster
+    settings = StreamSettings(replicas=3)
+    consumers = [
+        pair for build in (dispatcher_app, summarizer_app, notifier_app) for pair in durable_consumers(build().broker)
+    ]
+    assert {(stream, config.durable_name) for stream, config in consumers} == {
+        ("AUDIO", "dispatcher"), ("TRANSCRIPTS", "summarizer"), ("SUMMARIES", "notifier"), ("FAILED", "notifier"),
+    }  # fmt: skip
+    clients = [await connect(NatsSettings(url=auth.url(nodes.addresses)), name=f"replica-{i}") for i in range(2)]
+    try:
+        await ensure_topology(clients[0].jetstream(), settings)
+        await asyncio.gather(*(ensure_consumers(nc.jetstream(), consumers, settings) for nc in clients))
+        js = clients[1].jetstream()
+        for stream, config in consumers:
+            info = await js.consumer_info(stream, config.durable_name)
+            assert info.config.filter_subject == config.filter_subject
+            assert info.cluster is not None and info.cluster.leader, (stream, info.cluster)
+        await ensure_consumers(js, consumers, settings)  # present: left as they are
+    finally:
+        for nc in clients:
+            await nc.close()
 
 
 async def test_the_stream_leaders_death_is_ridden_through_by_publish_cas_and_object_reads(cluster) -> None:
