@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import psutil
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.errors import NoRespondersError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from services.common.events import SummaryReady
 from services.common.status import RecordingStage
@@ -134,23 +135,29 @@ def assert_no_traceback(stack: EmbeddedStack) -> None:
 
 
 async def events_per_recording(js, stream: str, subject: str) -> dict[str, int]:
+    """How many ``subject`` events each recording has in ``stream``, read message by message.
+
+    By sequence (STREAM.MSG.GET), not through a consumer: on a 3-node cluster a fresh ephemeral
+    consumer answered its first fetch with 503 while it elected a leader (a full run failed so).
+    A request that meets a leader election is retried; a purged sequence is skipped.
+    """
     info = await js.stream_info(stream)
     counts: dict[str, int] = {}
-    if not info.state.messages:
-        return counts
-    sub = await js.pull_subscribe(subject, stream=stream, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
-    try:
-        fetched = 0
-        while fetched < info.state.messages:
-            with contextlib.suppress(TimeoutError):
-                for msg in await sub.fetch(200, timeout=2):
-                    fetched += 1
-                    rid = SummaryReady.model_validate_json(msg.data).recording_id
-                    counts[rid] = counts.get(rid, 0) + 1
-                continue
-            break
-    finally:
-        await sub.unsubscribe()
+    for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
+        for attempt in range(20):
+            try:
+                msg = await js.get_msg(stream, seq)
+                break
+            except NotFoundError:
+                msg = None
+                break
+            except (TimeoutError, ServiceUnavailableError, NoRespondersError):
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.25)
+        if msg is not None and msg.subject == subject:
+            rid = SummaryReady.model_validate_json(msg.data).recording_id
+            counts[rid] = counts.get(rid, 0) + 1
     return counts
 
 

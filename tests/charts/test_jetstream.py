@@ -16,6 +16,7 @@ import httpx
 import pytest
 from nats.js.errors import APIError
 
+from services.common.errors import ConfigurationError
 from services.common.nats_client import connect
 from services.common.settings import NatsSettings, StreamSettings
 from services.common.topology import (
@@ -88,13 +89,16 @@ async def test_default_chart_topology_fits_the_bundled_store(tmp_path):
 
 
 async def test_the_old_default_store_really_fails_and_the_render_says_why(tmp_path):
-    """20Gi (the old default) cannot hold it: nats-server refuses (10047), and the chart now fails first."""
+    """20Gi (the old default) cannot hold it: nats-server refuses (10047, which the services turn into
+    one readable line naming the sum), and the chart now fails first."""
     small = {"nats": {"config": {"jetstream": {"fileStore": {"maxSize": "20Gi", "pvc": {"size": "20Gi"}}}}}}
     with pytest.raises(helm.HelmError, match=r"JetStream: the topology reserves \d+ bytes .*maxSize is \d+ bytes"):
         render(small)
     config, secret = chart_nats({})
-    with chart_server(tmp_path, secret, "20Gi") as server, pytest.raises(APIError, match="insufficient storage"):
+    with chart_server(tmp_path, secret, "20Gi") as server, pytest.raises(ConfigurationError) as refused:
         await _topology(server, secret, stream_settings(config))
+    assert isinstance(refused.value.__cause__, APIError) and refused.value.__cause__.err_code == 10047
+    assert "cannot reserve the topology's 27.0 GiB" in str(refused.value)
 
 
 def test_the_render_check_adds_up_exactly_what_the_topology_reserves():
