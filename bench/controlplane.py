@@ -178,6 +178,7 @@ def run_once(replicas: int, count: int, audio: Path, workdir: Path, progress) ->
             "KUBESCRIBE_METRICS_PORT": "0",
             "KUBESCRIBE_LOG_LEVEL": "WARNING",
             "KUBESCRIBE_SUMMARIZER_CONCURRENCY": "64",
+            "KUBESCRIBE_INGEST_MAX_IN_FLIGHT": "1000000",  # throughput, not admission control, is measured
             "PYTHONPATH": str(REPO),
         }
         urls = []

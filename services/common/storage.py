@@ -41,14 +41,24 @@ class ObjectTooLargeError(KubescribeError):
 
 
 async def put_bytes(js: JetStreamContext, bucket: str, name: str, data: bytes) -> ObjectRef:
-    """Store a small document (transcript, summary) and return its reference."""
-    store = await js.object_store(bucket)
-    info = await store.put(name, data)
-    return ObjectRef(bucket=bucket, name=name, size=info.size, sha256=hashlib.sha256(data).hexdigest())
+    """Store a small document (transcript, summary) and return its reference.
+
+    Through :func:`put_stream`, not nats-py's ``ObjectStore.put``: that one first asks for the
+    stream's info (``js.object_store``) and then for the old object's info, two round trips
+    before the first byte; here the old object's chunk id is looked up while the chunk is sent.
+    """
+
+    async def whole() -> AsyncIterator[bytes]:
+        yield data
+
+    return await put_stream(js, bucket, name, whole(), max_bytes=len(data))
 
 
 async def get_bytes(js: JetStreamContext, ref: ObjectRef) -> bytes:
     """The whole object in memory: for documents, not for audio (use :func:`get_to_file`)."""
+    small = await _read_single_chunk(js, ref)
+    if small is not None:
+        return small
     store = await js.object_store(ref.bucket)
     try:
         result = await store.get(ref.name)
@@ -59,6 +69,10 @@ async def get_bytes(js: JetStreamContext, ref: ObjectRef) -> bytes:
 
 async def get_to_file(js: JetStreamContext, ref: ObjectRef, path: Path) -> int:
     """Stream an object to ``path`` chunk by chunk (bounded memory); returns its size in bytes."""
+    small = await _read_single_chunk(js, ref)
+    if small is not None:
+        path.write_bytes(small)
+        return len(small)
     store = await js.object_store(ref.bucket)
     try:
         with open(path, "wb") as handle:
@@ -70,12 +84,51 @@ async def get_to_file(js: JetStreamContext, ref: ObjectRef, path: Path) -> int:
 
 
 async def object_exists(js: JetStreamContext, ref: ObjectRef) -> bool:
-    store = await js.object_store(ref.bucket)
     try:
-        info = await store.get_info(ref.name)
-    except (ObjectNotFoundError, NotFoundError):
+        await _object_info(js, ref)
+    except MissingObjectError:
         return False
-    return not info.deleted
+    return True
+
+
+async def _object_info(js: JetStreamContext, ref: ObjectRef) -> dict:
+    """The object's meta message (its info), one request; a missing or deleted object is MissingObjectError."""
+    try:
+        msg = await js.get_last_msg(f"OBJ_{ref.bucket}", _meta_subject(ref.bucket, ref.name))
+    except NotFoundError as exc:
+        raise MissingObjectError(f"object {ref.bucket}/{ref.name} does not exist") from exc
+    info = json.loads(msg.data or b"{}")
+    if info.get("deleted"):
+        raise MissingObjectError(f"object {ref.bucket}/{ref.name} does not exist")
+    return info
+
+
+async def _read_single_chunk(js: JetStreamContext, ref: ObjectRef) -> bytes | None:
+    """An object of at most one chunk (every transcript, summary and short clip), in two requests:
+    its meta, then its chunk by subject. nats-py's ``get`` asks for the stream's info and then
+    creates an ordered consumer to read the chunks and deletes it again: several round trips and a
+    consumer's life on the server per read, which made reads the largest part of the control
+    plane's cost per recording. None for a larger object: the caller streams it through nats-py.
+    The digest is checked as nats-py checks it."""
+    info = await _object_info(js, ref)
+    chunks = int(info.get("chunks") or 0)
+    if chunks > 1:
+        return None
+    data = b""
+    if chunks == 1:
+        try:
+            data = (await js.get_last_msg(f"OBJ_{ref.bucket}", f"$O.{ref.bucket}.C.{info['nuid']}")).data or b""
+        except NotFoundError as exc:
+            raise MissingObjectError(f"object {ref.bucket}/{ref.name} has lost its data") from exc
+    digest = "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+    if len(data) != int(info.get("size") or 0) or (info.get("digest") and info["digest"] != digest):
+        raise MissingObjectError(f"object {ref.bucket}/{ref.name} does not match its digest")
+    return data
+
+
+def _meta_subject(bucket: str, name: str) -> str:
+    """Where an object's info lives (nats-py's and the Go client's layout)."""
+    return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
 
 
 async def put_stream(
@@ -107,7 +160,7 @@ async def put_stream(
     stream = f"OBJ_{bucket}"
     nuid = js._nc._nuid.next().decode()  # the same id source nats-py uses for chunk subjects
     chunk_subject = f"$O.{bucket}.C.{nuid}"
-    meta_subject = f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+    meta_subject = _meta_subject(bucket, name)
     existing = asyncio.ensure_future(_previous_nuid(js, stream, meta_subject) if replace else _nothing())
     inflight: collections.deque[asyncio.Future] = collections.deque()
     digest = hashlib.sha256()
@@ -214,7 +267,7 @@ async def delete_object(js: JetStreamContext, ref: ObjectRef) -> None:
     """Remove an object completely, chunks and meta, leaving not even a tombstone (rollback of a
     half-done request). A missing object is not an error."""
     stream = f"OBJ_{ref.bucket}"
-    meta_subject = f"$O.{ref.bucket}.M.{base64.urlsafe_b64encode(ref.name.encode()).decode()}"
+    meta_subject = _meta_subject(ref.bucket, ref.name)
     nuid = await _previous_nuid(js, stream, meta_subject)
     if nuid:
         await js.purge_stream(stream, subject=f"$O.{ref.bucket}.C.{nuid}")

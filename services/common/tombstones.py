@@ -14,7 +14,7 @@ import json
 import time
 
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import NotFoundError
 
 from services.common.topology import DELETED_BUCKET
 
@@ -25,15 +25,18 @@ async def mark_deleted(js: JetStreamContext, recording_id: str, *, tenant: str) 
 
 
 async def deleted_tenant(js: JetStreamContext, recording_id: str) -> str | None:
-    """The tenant of a deleted recording, or None when ``recording_id`` was not deleted."""
+    """The tenant of a deleted recording, or None when ``recording_id`` was not deleted.
+
+    One request, the key's last message read straight from the bucket's stream: every stage asks
+    this for every recording, and ``js.key_value(...).get`` costs a STREAM.INFO first.
+    """
     try:
-        kv = await js.key_value(DELETED_BUCKET)
-        entry = await kv.get(recording_id)
-    except (KeyNotFoundError, BucketNotFoundError):
+        msg = await js.get_last_msg(f"KV_{DELETED_BUCKET}", f"$KV.{DELETED_BUCKET}.{recording_id}")
+    except NotFoundError:  # no such key, or no bucket yet
         return None
-    if not entry.value:
+    if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE") or not msg.data:
         return None
-    return str(json.loads(entry.value).get("tenant", "default"))
+    return str(json.loads(msg.data).get("tenant", "default"))
 
 
 async def is_deleted(js: JetStreamContext, recording_id: str) -> bool:
