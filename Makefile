@@ -80,10 +80,12 @@ chart-readme: $(VENV)/.installed-dev
 	$(BIN)/python scripts/chart_readme.py
 
 ## bench: run every benchmark (prints ratios against baselines measured in the same run)
+BENCH_ROUNDS ?= 5
+BENCH_OUT ?= bench/results
 bench: $(VENV)/.installed-dev
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/ingest.py
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/transcribe.py
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/summarize.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/ingest.py --rounds $(BENCH_ROUNDS) --out $(BENCH_OUT)/ingest
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/transcribe.py --rounds $(BENCH_ROUNDS) --out $(BENCH_OUT)/transcribe
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/summarize.py --rounds $(BENCH_ROUNDS) --requests 800 --json $(BENCH_OUT)/summarize.json
 
 ##############################################################################
 # Images (buildah, no Docker daemon). The base is built from Debian packages with mmdebstrap so

@@ -8,9 +8,12 @@ p50/p99 latency of:
 - ``put_stream``: our pipelined Object Store writer alone (what ingest uses underneath);
 - ``HTTP ingest``: ``POST /v1/recordings`` end to end (stream, probe, status, AudioReceived).
 
-and prints each one's throughput as a ratio of the floor's, measured in the same run.
+and prints each one's throughput as a ratio of the floor's, measured in the same round. Over
+``--rounds`` the means come with 95 % bootstrap intervals; ``--out DIR`` keeps every round's
+latencies (``rounds.jsonl``) and the summary with the run's environment.
 
-    python bench/ingest.py                      # ~1 minute on 2 cores
+    python bench/ingest.py                      # ~1 minute per round on 2 cores
+    python bench/ingest.py --rounds 5 --out docs/results/bench/ingest
     python bench/ingest.py --concurrency 16 --small 400 --large 60
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import struct
 import subprocess
@@ -66,6 +70,7 @@ class Result:
     latencies: list[float]
     ingest_cpu_s: float = 0.0
     """CPU seconds the ingest process used in this phase (0 for the direct paths)."""
+    round: int = 1
 
     @property
     def rate(self) -> float:
@@ -121,7 +126,9 @@ async def bench(args: argparse.Namespace, nats_url: str, ingest_url: str, ingest
             TimeElapsedColumn(),
             console=console,
         ) as progress:
-            for size, count in ((100 << 10, args.small), (5 << 20, args.large)):
+            for round_, (size, count) in (
+                (r, sc) for r in range(1, args.rounds + 1) for sc in ((100 << 10, args.small), (5 << 20, args.large))
+            ):
                 data = wav(size)
 
                 async def raw_put(data: bytes = data) -> None:
@@ -144,6 +151,7 @@ async def bench(args: argparse.Namespace, nats_url: str, ingest_url: str, ingest
                 for name, op in (("nats-py put", raw_put), ("put_stream", stream_put), ("HTTP ingest", http_upload)):
                     cpu_before = cpu_seconds(ingest_pid)
                     result = await run(name, size, count, args.concurrency, op, progress)
+                    result.round = round_
                     if name == "HTTP ingest":
                         result.ingest_cpu_s = cpu_seconds(ingest_pid) - cpu_before
                     results.append(result)
@@ -151,30 +159,47 @@ async def bench(args: argparse.Namespace, nats_url: str, ingest_url: str, ingest
     return results
 
 
-def report(results: list[Result], concurrency: int) -> None:
-    table = Table(title=f"ingest at concurrency {concurrency} (ratio = uploads/s over the nats-py put floor)")
-    for column in ("size", "path", "n", "uploads/s", "MiB/s", "p50 ms", "p99 ms", "ratio"):
+def report(results: list[Result], concurrency: int, out: Path | None) -> None:
+    from loadgen.gaie_stats import format_interval, interval
+    from loadgen.paper import environment
+
+    rounds = max(r.round for r in results)
+    table = Table(
+        title=f"ingest at concurrency {concurrency}, {rounds} round(s): mean [95 % CI] "
+        "(ratio = uploads/s over the nats-py put floor of the same round)"
+    )
+    for column in ("size", "path", "n/round", "uploads/s", "p50 ms", "p99 ms", "ratio"):
         table.add_column(column, justify="right" if column not in ("path",) else "left")
-    floors = {r.size: r.rate for r in results if r.name == "nats-py put"}
-    for r in results:
-        table.add_row(
-            f"{r.size // 1024} KiB",
-            r.name,
-            str(r.count),
-            f"{r.rate:.1f}",
-            f"{r.rate * r.size / 2**20:.1f}",
-            f"{r.percentile(0.5) * 1000:.1f}",
-            f"{r.percentile(0.99) * 1000:.1f}",
-            f"{r.rate / floors[r.size]:.2f}",
-        )
+    floors = {(r.round, r.size): r.rate for r in results if r.name == "nats-py put"}
+    summary: dict[str, dict] = {}
+    for size, name in dict.fromkeys((r.size, r.name) for r in results):
+        runs = [r for r in results if (r.size, r.name) == (size, name)]
+        row = {
+            "uploads_per_s": interval([r.rate for r in runs]),
+            "p50_ms": interval([r.percentile(0.5) * 1000 for r in runs]),
+            "p99_ms": interval([r.percentile(0.99) * 1000 for r in runs]),
+            "ratio_to_floor": interval([r.rate / floors[r.round, r.size] for r in runs]),
+        }
+        if name == "HTTP ingest":
+            row["ingest_cpu_ms_per_upload"] = interval([r.ingest_cpu_s / r.count * 1000 for r in runs])
+        summary[f"{size // 1024} KiB {name}"] = row
+        columns = (("uploads_per_s", ".1f"), ("p50_ms", ".1f"), ("p99_ms", ".1f"), ("ratio_to_floor", ".2f"))
+        cells = [format_interval(row[key], spec) for key, spec in columns]
+        table.add_row(f"{size // 1024} KiB", name, str(runs[0].count), *cells)
     console.print(table)
-    for r in results:
-        if r.name == "HTTP ingest":
-            console.print(
-                f"HTTP ingest {r.size // 1024} KiB: {r.rate:.1f} uploads/s, p50 {r.percentile(0.5) * 1000:.1f} ms, "
-                f"p99 {r.percentile(0.99) * 1000:.1f} ms, {r.rate / floors[r.size]:.2f}x the raw put floor; "
-                f"ingest CPU {r.ingest_cpu_s / r.count * 1000:.2f} ms per upload"
-            )
+    for key, row in summary.items():
+        if "ingest_cpu_ms_per_upload" in row:
+            console.print(f"{key}: ingest CPU {format_interval(row['ingest_cpu_ms_per_upload'], '.2f')} ms per upload")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        lines = [
+            {"round": r.round, "size": r.size, "path": r.name, "count": r.count, "elapsed_s": r.elapsed,
+             "ingest_cpu_s": r.ingest_cpu_s, "latencies_ms": [round(x * 1000, 2) for x in r.latencies]}
+            for r in results
+        ]  # fmt: skip
+        (out / "rounds.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        document = {"concurrency": concurrency, "rounds": rounds, "summary": summary, "environment": environment(out)}
+        (out / "summary.json").write_text(json.dumps(document, indent=1) + "\n")
 
 
 def main() -> None:
@@ -182,6 +207,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--small", type=int, default=300, help="100 KiB uploads per path")
     parser.add_argument("--large", type=int, default=30, help="5 MiB uploads per path")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="write rounds.jsonl and summary.json here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
@@ -205,7 +232,7 @@ def main() -> None:
                     results = asyncio.run(bench(args, nats_server.url, url, ingest.pid))
                 finally:
                     terminate(ingest)
-        report(results, args.concurrency)
+        report(results, args.concurrency, args.out)
 
 
 def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:

@@ -5,10 +5,13 @@
     (c) kubescribe the dispatcher + local backend, from the first publish to the last TranscriptReady
 
 It prints (c)/(a) (target <= 1.15: kubescribe's overhead over the floor) and (b)/(c)
-(target >= 1.3: the gain over the paper's one-job-per-file shape). It starts its own
-nats-server and synthesizes its own clips (espeak-ng + sox)::
+(target >= 1.3: the gain over the paper's one-job-per-file shape). Each round runs (a), (c)
+and (b) back to back and the ratios are taken within the round (the machine is shared: a slow
+minute hits all three alike); the means over the rounds come with 95 % bootstrap intervals, and
+``--out DIR`` keeps every round (``rounds.jsonl``) and the summary with the run's environment.
+It starts its own nats-server and synthesizes its own clips (espeak-ng + sox)::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/transcribe.py --clips 24
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/transcribe.py --clips 24 --rounds 5 --out docs/results/bench/transcribe
 """
 
 from __future__ import annotations
@@ -171,12 +174,17 @@ async def kubescribe(clips: list[Path], parallelism: int, workdir: Path) -> tupl
 
 
 def main() -> None:
+    from loadgen.gaie_stats import format_interval, interval
+    from loadgen.paper import environment
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=24, help="number of short clips (one sentence each)")
     parser.add_argument("--parallelism", type=int, default=os.cpu_count() or 1, help="processes / slots")
-    parser.add_argument("--repeat", type=int, default=2, help="alternating rounds of (a) and (c); best of each")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (a), (c) and (b), ratios paired by round")
     parser.add_argument("--skip-paper", action="store_true", help="skip (b), the slowest run")
+    parser.add_argument("--out", type=Path, help="write rounds.jsonl and summary.json here")
     args = parser.parse_args()
+    rounds: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="kubescribe-bench-") as tmp:
         workdir = Path(tmp)
         clips = make_clips(workdir / "clips", args.clips)
@@ -184,23 +192,40 @@ def main() -> None:
 
         audio_s = sum(duration_of(c) for c in clips)
         console.print(f"{len(clips)} clips, {audio_s:.1f} s of audio, parallelism {args.parallelism}")
-        # Other processes share the machine: alternate (a) and (c) and keep each one's best run.
-        a_runs, c_runs = [], []
-        for round_ in range(args.repeat):
-            a_runs.append(floor(clips, args.parallelism))
+        for round_ in range(1, args.rounds + 1):
+            a = floor(clips, args.parallelism)
             c, jobs = asyncio.run(kubescribe(clips, args.parallelism, workdir / f"run{round_}"))
-            c_runs.append(c)
-        a, c = min(a_runs), min(c_runs)
-        b = asyncio.run(per_recording(clips, args.parallelism)) if not args.skip_paper else float("nan")
-        console.print(f"(a) runs: {[round(x, 2) for x in a_runs]}  (c) runs: {[round(x, 2) for x in c_runs]}")
-    table = Table("run", "makespan s", "x real time")
-    table.add_row("(a) floor: warm process per core", f"{a:.2f}", f"{audio_s / a:.1f}")
-    table.add_row("(b) paper: process per recording", f"{b:.2f}", f"{audio_s / b:.1f}")
-    table.add_row(f"(c) kubescribe local backend ({jobs} jobs)", f"{c:.2f}", f"{audio_s / c:.1f}")
+            b = asyncio.run(per_recording(clips, args.parallelism)) if not args.skip_paper else float("nan")
+            rounds.append({"round": round_, "floor_s": a, "kubescribe_s": c, "paper_s": b, "jobs": jobs,
+                           "load_average": os.getloadavg()[0]})  # fmt: skip
+            console.print(f"round {round_}: (a) {a:.2f} s  (c) {c:.2f} s  (b) {b:.2f} s  ({jobs} jobs)")
+    ca = interval([r["kubescribe_s"] / r["floor_s"] for r in rounds])
+    bc = interval([r["paper_s"] / r["kubescribe_s"] for r in rounds])
+    table = Table("run", "makespan s, mean [95 % CI]", "x real time")
+    for label, key in (("(a) floor: warm process per core", "floor_s"), ("(b) paper: process per recording", "paper_s"),
+                       ("(c) kubescribe local backend", "kubescribe_s")):  # fmt: skip
+        value = interval([r[key] for r in rounds])
+        table.add_row(label, format_interval(value, ".2f"), f"{audio_s / value['mean']:.1f}")
     console.print(table)
-    ca, bc = c / a, b / c
-    console.print(f"(c)/(a) = {ca:.3f}  (target <= 1.15) {'[green]ok' if ca <= 1.15 else '[red]missed'}")
-    console.print(f"(b)/(c) = {bc:.3f}  (target >= 1.3)  {'[green]ok' if bc >= 1.3 else '[red]missed'}")
+    for label, value, target, met in (
+        ("(c)/(a)", ca, "<= 1.15", ca["mean"] <= 1.15),
+        ("(b)/(c)", bc, ">= 1.3", bc["mean"] >= 1.3),
+    ):
+        console.print(
+            f"{label} = {format_interval(value, '.3f')}  (target {target}) {'[green]ok' if met else '[red]missed'}"
+        )
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
+        summary = {
+            "clips": len(clips),
+            "audio_s": audio_s,
+            "parallelism": args.parallelism,
+            "kubescribe_over_floor": ca,
+            "paper_over_kubescribe": bc,
+            "environment": environment(args.out),
+        }
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

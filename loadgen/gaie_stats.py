@@ -35,6 +35,11 @@ def interval(values: list[float], seed: int = 0) -> dict[str, Any]:
     return {"mean": mean, "low": float(low), "high": float(high), "n": len(data)}
 
 
+def format_interval(value: dict[str, Any], spec: str = ".2f") -> str:
+    """``mean [low, high]`` of an :func:`interval`, each number formatted with ``spec``."""
+    return f"{value['mean']:{spec}} [{value['low']:{spec}}, {value['high']:{spec}}]"
+
+
 def verdict(change: dict[str, Any], paper: float = PAPER_CHANGE) -> str:
     if change["low"] <= paper <= change["high"]:
         return "consistent with the paper within the interval"
