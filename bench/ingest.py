@@ -220,6 +220,8 @@ def main() -> None:
                 "KUBESCRIBE_NATS_URL": nats_server.url,
                 "KUBESCRIBE_INGEST_PORT": str(port),
                 "KUBESCRIBE_TELEMETRY_SPAN_FILE": str(work / "spans.jsonl"),
+                # Nothing consumes the uploads here: admission control would refuse them after 100.
+                "KUBESCRIBE_INGEST_MAX_IN_FLIGHT": "1000000",
             }
             env.pop("KUBESCRIBE_API_TOKEN", None)
             with open(work / "ingest.log", "wb") as log:
