@@ -61,6 +61,7 @@ class IngestService:
         self.nc = nc
         self.owns_nc = nc is None
         self.metrics = IngestMetrics()
+        self._js: JetStreamContext | None = None
         self._status: StatusStore | None = None
         self._claims: IdempotencyClaims | None = None
         self.inflight = InFlight()
@@ -68,8 +69,13 @@ class IngestService:
 
     @property
     def js(self) -> JetStreamContext:
+        """One context for the service's life: each JetStreamContext subscribes its own reply inbox
+        on its first ``publish_async`` and never drops it, so a context per request (as before)
+        left one subscription per upload on the connection and on the server (1,500 after 1,500)."""
         assert self.nc is not None, "the app's lifespan has not run"
-        return self.nc.jetstream()
+        if self._js is None:
+            self._js = self.nc.jetstream()
+        return self._js
 
     @property
     def status(self) -> StatusStore:

@@ -229,6 +229,18 @@ async def test_idempotent_retries_store_once(api, js, clips) -> None:
     assert other_tenant.status_code == 202 and other_tenant.json()["id"] != first.json()["id"]
 
 
+async def test_uploads_leave_no_subscription_behind(api, nc, clips) -> None:
+    """A JetStreamContext per upload once left one reply-inbox subscription per upload (1,500 on
+    the connection after 1,500 uploads): the count must not grow with the uploads."""
+    data = clips["wav"].read_bytes()
+    await api.post("/v1/recordings", content=data, headers={"Content-Type": "audio/wav"})  # first use subscribes
+    before = len(nc._subs)  # nats-py's table of this connection's subscriptions
+    for _ in range(10):
+        response = await api.post("/v1/recordings", content=data, headers={"Content-Type": "audio/wav"})
+        assert response.status_code == 202, response.text
+    assert len(nc._subs) == before
+
+
 async def test_failed_request_releases_its_idempotency_key(api, clips) -> None:
     headers = {"Content-Type": "audio/wav", "Idempotency-Key": f"k-{new_id()}"}
     assert (await api.post("/v1/recordings", content=b"not audio", headers=headers)).status_code == 415
