@@ -117,7 +117,7 @@ async def _read_single_chunk(js: JetStreamContext, ref: ObjectRef) -> bytes | No
     data = b""
     if chunks == 1:
         try:
-            data = (await js.get_last_msg(f"OBJ_{ref.bucket}", f"$O.{ref.bucket}.C.{info['nuid']}")).data or b""
+            data = (await js.get_last_msg(f"OBJ_{ref.bucket}", _chunk_subject(ref.bucket, info["nuid"]))).data or b""
         except NotFoundError as exc:
             raise MissingObjectError(f"object {ref.bucket}/{ref.name} has lost its data") from exc
     digest = "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
@@ -129,6 +129,11 @@ async def _read_single_chunk(js: JetStreamContext, ref: ObjectRef) -> bytes | No
 def _meta_subject(bucket: str, name: str) -> str:
     """Where an object's info lives (nats-py's and the Go client's layout)."""
     return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+
+
+def _chunk_subject(bucket: str, nuid: str) -> str:
+    """Where the chunks of the object whose info names ``nuid`` live (the same layout)."""
+    return f"$O.{bucket}.C.{nuid}"
 
 
 async def put_stream(
@@ -159,7 +164,7 @@ async def put_stream(
     """
     stream = f"OBJ_{bucket}"
     nuid = js._nc._nuid.next().decode()  # the same id source nats-py uses for chunk subjects
-    chunk_subject = f"$O.{bucket}.C.{nuid}"
+    chunk_subject = _chunk_subject(bucket, nuid)
     meta_subject = _meta_subject(bucket, name)
     existing = asyncio.ensure_future(_previous_nuid(js, stream, meta_subject) if replace else _nothing())
     inflight: collections.deque[asyncio.Future] = collections.deque()
@@ -218,7 +223,7 @@ async def put_stream(
         raise
     previous = await existing
     if previous and previous != nuid:
-        await _purge(js, stream, f"$O.{bucket}.C.{previous}")
+        await _purge(js, stream, _chunk_subject(bucket, previous))
     return ref
 
 
@@ -263,12 +268,18 @@ async def _purge(js: JetStreamContext, stream: str, subject: str) -> None:
         )
 
 
-async def delete_object(js: JetStreamContext, ref: ObjectRef) -> None:
-    """Remove an object completely, chunks and meta, leaving not even a tombstone (rollback of a
-    half-done request). A missing object is not an error."""
+async def delete_object(js: JetStreamContext, ref: ObjectRef) -> bool:
+    """Remove an object completely, chunks and every meta message (a delete marker included),
+    leaving not even a tombstone: the rollback of a half-done request, and a recording's deletion.
+    A missing object is not an error. True if a live object was there."""
     stream = f"OBJ_{ref.bucket}"
     meta_subject = _meta_subject(ref.bucket, ref.name)
-    nuid = await _previous_nuid(js, stream, meta_subject)
-    if nuid:
-        await js.purge_stream(stream, subject=f"$O.{ref.bucket}.C.{nuid}")
+    try:
+        meta = await js.get_last_msg(stream, meta_subject)
+    except NotFoundError:
+        return False
+    info = json.loads(meta.data or b"{}")
+    if nuid := info.get("nuid"):
+        await js.purge_stream(stream, subject=_chunk_subject(ref.bucket, nuid))
     await js.purge_stream(stream, subject=meta_subject)
+    return not info.get("deleted", False)

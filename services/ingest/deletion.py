@@ -13,16 +13,15 @@ Events already in the streams carry references, not content; they expire with th
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from services.common.events import RecordingDeleted
+from services.common.events import ObjectRef, RecordingDeleted
 from services.common.messaging import publish_event
 from services.common.status import StatusStore
+from services.common.storage import delete_object
 from services.common.tombstones import mark_deleted
 from services.common.topology import (
     AUDIO_BUCKET,
@@ -38,21 +37,6 @@ OWNED_BUCKETS = (AUDIO_BUCKET, TRANSCRIPTS_BUCKET, SUMMARIES_BUCKET)
 """Every stage names its object after the recording id, so these are all the objects a recording owns."""
 
 
-async def purge_object(js: JetStreamContext, bucket: str, name: str) -> bool:
-    """Remove an object's chunks and every meta message (including a delete marker); True if it existed."""
-    stream = f"OBJ_{bucket}"
-    meta_subject = f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
-    try:
-        meta = await js.get_last_msg(stream, meta_subject)
-    except NotFoundError:
-        return False
-    info = json.loads(meta.data or b"{}")
-    if nuid := info.get("nuid"):
-        await js.purge_stream(stream, subject=f"$O.{bucket}.C.{nuid}")
-    await js.purge_stream(stream, subject=meta_subject)
-    return not info.get("deleted", False)
-
-
 async def delete_recording(
     js: JetStreamContext,
     status: StatusStore,
@@ -65,7 +49,11 @@ async def delete_recording(
     """Remove everything ``recording_id`` owns and publish :class:`RecordingDeleted`. Idempotent: a
     second call finds nothing more to remove and publishes nothing."""
     await mark_deleted(js, recording_id, tenant=tenant)
-    removed = [f"{bucket}/{recording_id}" for bucket in OWNED_BUCKETS if await purge_object(js, bucket, recording_id)]
+    removed = [
+        f"{bucket}/{recording_id}"
+        for bucket in OWNED_BUCKETS
+        if await delete_object(js, ObjectRef(bucket=bucket, name=recording_id))
+    ]
     for key in await claims.forget(recording_id):
         await js.purge_stream(f"KV_{IDEMPOTENCY_BUCKET}", subject=f"$KV.{IDEMPOTENCY_BUCKET}.{key}")
         removed.append(f"{IDEMPOTENCY_BUCKET}/{key}")
