@@ -22,6 +22,7 @@ from nats.js.api import ConsumerConfig
 from services.common.logs import OneLineNatsErrors
 from services.common.nats_client import initial_connect_attempts, log_connection_error, unreachable
 from services.common.settings import NatsSettings, Settings
+from services.common.topology import ensure_consumers, ensure_topology
 
 
 def broker_security(nats: NatsSettings) -> BaseSecurity | None:
@@ -71,6 +72,16 @@ async def connect_jetstream(broker: NatsBroker, nats: NatsSettings) -> JetStream
         raise unreachable(nats, exc) from exc
     connection.options["max_reconnect_attempts"] = -1
     return connection.jetstream(timeout=nats.request_timeout)
+
+
+async def connect_with_topology(broker: NatsBroker, settings: Settings) -> JetStreamContext:
+    """Every consumer service's first step: connect, then put the streams, buckets and stores and
+    this broker's durable consumers in place (both wait out a forming cluster), before FastStream
+    starts the subscribers."""
+    js = await connect_jetstream(broker, settings.nats)
+    await ensure_topology(js, settings.streams)
+    await ensure_consumers(js, durable_consumers(broker), settings.streams)
+    return js
 
 
 def durable_consumers(broker: NatsBroker) -> list[tuple[str, ConsumerConfig]]:

@@ -29,7 +29,7 @@ from faststream import ContextRepo, FastStream
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsRouter, PullSub
 
-from services.common.broker import build_broker, connect_jetstream, durable_consumers, run_until_cancelled
+from services.common.broker import build_broker, connect_with_topology, run_until_cancelled
 from services.common.events import RecordingFailed, Stage, failed_subject
 from services.common.messaging import Channel, declare_publishers
 from services.common.settings import DispatcherSettings, Settings
@@ -38,8 +38,6 @@ from services.common.topology import (
     AUDIO_RECEIVED,
     AUDIO_STREAM,
     DISPATCHER_CONSUMER,
-    ensure_consumers,
-    ensure_topology,
 )
 from services.dispatcher import backends, preflight
 from services.dispatcher.backends import JobBackend
@@ -132,9 +130,7 @@ def build_app(
         dispatcher: Dispatcher | None = None
         try:
             preflight.check_models(settings)  # before anything connects: a model that cannot load
-            js = await connect_jetstream(broker, settings.nats)
-            await ensure_topology(js, settings.streams)
-            await ensure_consumers(js, durable_consumers(broker), settings.streams)
+            js = await connect_with_topology(broker, settings)
             chosen = chosen or backends.create(settings.dispatcher.backend, settings=settings)
             await preflight.check_queues(settings, getattr(chosen, "api_client", None))
             dispatcher = Dispatcher(js, chosen, settings)

@@ -20,7 +20,7 @@ from faststream.nats import JStream, NatsRouter, PullSub
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from services.common.broker import build_broker, connect_jetstream, durable_consumers, run_until_cancelled
+from services.common.broker import build_broker, connect_with_topology, run_until_cancelled
 from services.common.settings import NotifierSettings, Settings
 from services.common.telemetry import setup_telemetry
 from services.common.topology import (
@@ -28,8 +28,6 @@ from services.common.topology import (
     NOTIFIER_CONSUMER,
     SUMMARIES_STREAM,
     SUMMARY_READY,
-    ensure_consumers,
-    ensure_topology,
 )
 from services.notifier.handlers import NOTIFIER, Notifier, on_outcome
 
@@ -99,9 +97,7 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
-        js = await connect_jetstream(broker, settings.nats)
-        await ensure_topology(js, settings.streams)
-        await ensure_consumers(js, durable_consumers(broker), settings.streams)
+        js = await connect_with_topology(broker, settings)
         timeout = httpx.Timeout(settings.notifier.timeout_s)
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
             context.set_global(NOTIFIER, Notifier(js, settings, client))

@@ -32,7 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from services.common.broker import build_broker, connect_jetstream, durable_consumers, run_until_cancelled
+from services.common.broker import build_broker, connect_with_topology, run_until_cancelled
 from services.common.events import RecordingFailed, Stage, SummaryReady, failed_subject
 from services.common.inflight import MAX_DELIVER, InFlight
 from services.common.messaging import Channel, declare_publishers
@@ -43,8 +43,6 @@ from services.common.topology import (
     SUMMARY_READY,
     TRANSCRIPT_READY,
     TRANSCRIPTS_STREAM,
-    ensure_consumers,
-    ensure_topology,
 )
 from services.summarizer.client import ChatClient, RetryPolicy, instrument_httpx
 from services.summarizer.consumer import Summarizer
@@ -143,9 +141,7 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
-        js = await connect_jetstream(broker, settings.nats)
-        await ensure_topology(js, settings.streams)
-        await ensure_consumers(js, durable_consumers(broker), settings.streams)
+        js = await connect_with_topology(broker, settings)
         summarizer = build_summarizer(js, settings)
         inflight = InFlight(
             summarizer.handle,
