@@ -144,21 +144,26 @@ async def events_per_recording(js, stream: str, subject: str) -> dict[str, int]:
     info = await js.stream_info(stream)
     counts: dict[str, int] = {}
     for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
-        for attempt in range(20):
-            try:
-                msg = await js.get_msg(stream, seq)
-                break
-            except NotFoundError:
-                msg = None
-                break
-            except (TimeoutError, ServiceUnavailableError, NoRespondersError):
-                if attempt == 19:
-                    raise
-                await asyncio.sleep(0.25)
-        if msg is not None and msg.subject == subject:
+        try:
+            msg = await _through_elections(lambda seq=seq: js.get_msg(stream, seq))
+        except NotFoundError:
+            continue
+        if msg.subject == subject:
             rid = SummaryReady.model_validate_json(msg.data).recording_id
             counts[rid] = counts.get(rid, 0) + 1
     return counts
+
+
+async def _through_elections(call, attempts: int = 20, delay_s: float = 0.25):
+    """``await call()``, tried again while NATS times out or JetStream elects a leader."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except (TimeoutError, ServiceUnavailableError, NoRespondersError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(delay_s)
+    raise AssertionError("unreachable")
 
 
 async def stage_of(kv, rid: str) -> str | None:
