@@ -1,7 +1,7 @@
-"""One replay on a fresh embedded stack, for the paper command's local experiments.
+"""Replays on an embedded stack, for the paper command's local experiments.
 
-Each configuration gets its own stack (its own NATS, ingest, dispatcher and transcribers) so
-nothing carries over between runs; the clock starts only once the stack's start-up work (warm
+Each round of experiments gets its own stack (its own NATS, ingest, dispatcher and transcribers) so
+nothing carries over between rounds; the clock starts only once the stack's start-up work (warm
 transcribers loading the model) has died down, so every run starts on an equally quiet machine.
 """
 
@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -20,6 +21,9 @@ from loadgen.errors import LoadgenError
 from loadgen.results import Run, write_run
 from loadgen.trace import TraceItem
 from services.common.progress import NullProgress, Progress
+
+if TYPE_CHECKING:
+    from services.runtime.stack import EmbeddedStack
 
 
 class PaperError(LoadgenError):
@@ -40,22 +44,9 @@ def _quiet(name: str, line: str) -> None:
     """Children's logs stay in their files under the stack's data directory."""
 
 
-async def replay_on_stack(
-    items: Sequence[TraceItem],
-    trace_path: Path,
-    *,
-    name: str,
-    env: dict[str, str],
-    workdir: Path,
-    results: Path,
-    deadline_s: float = 300.0,
-    settle_limit_s: float = 45.0,
-    progress: Progress | None = None,
-) -> Run:
-    """Replay ``items`` on a fresh embedded stack configured by ``env``; writes and returns the Run."""
-    from loadgen.replay import HttpTarget, ReplayOptions, replay
-    from services.common.nats_client import connect
-    from services.common.settings import NatsSettings
+@contextlib.asynccontextmanager
+async def embedded_stack(name: str, *, env: dict[str, str], workdir: Path) -> AsyncIterator[EmbeddedStack]:
+    """A started embedded stack (its own NATS, ingest, dispatcher, transcribers), stopped on exit."""
     from services.runtime.stack import EmbeddedStack
 
     data_dir = workdir / name
@@ -71,19 +62,45 @@ async def replay_on_stack(
                 raise PaperError(f"{name}: the embedded stack did not start: {exc}".splitlines()[0]) from None
             shutil.rmtree(data_dir, ignore_errors=True)
     try:
-        await asyncio.to_thread(settle, settle_limit_s)
-        nc = await connect(NatsSettings(url=stack.nats_url), name="kubescribe-paper")
-        target = HttpTarget(stack.ingest_url)
-        try:
-            options = ReplayOptions(name=name, deadline_s=deadline_s, until="transcribed", trace=str(trace_path))
-            options.extra["env"] = env
-            run = await replay(items, target, js=nc.jetstream(), options=options, progress=progress or NullProgress())
-        finally:
-            await target.aclose()
-            with contextlib.suppress(Exception):
-                await nc.drain()
+        yield stack
     finally:
         await asyncio.to_thread(stack.stop)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def replay_on(
+    stack: EmbeddedStack,
+    items: Sequence[TraceItem],
+    trace_path: Path,
+    *,
+    name: str,
+    env: dict[str, str],
+    results: Path,
+    deadline_s: float = 300.0,
+    settle_limit_s: float = 45.0,
+    progress: Progress | None = None,
+) -> Run:
+    """Replay ``items`` on a running ``stack`` once the machine has settled; writes and returns the Run.
+
+    A stack can take several replays in turn (each waits for the last one's work to finish, as
+    ``until="transcribed"`` does): the grounding rounds do, which spares a stack's start-up per
+    workload.
+    """
+    from loadgen.replay import HttpTarget, ReplayOptions, replay
+    from services.common.nats_client import connect
+    from services.common.settings import NatsSettings
+
+    await asyncio.to_thread(settle, settle_limit_s)
+    nc = await connect(NatsSettings(url=stack.nats_url), name="kubescribe-paper")
+    target = HttpTarget(stack.ingest_url)
+    try:
+        options = ReplayOptions(name=name, deadline_s=deadline_s, until="transcribed", trace=str(trace_path))
+        options.extra["env"] = env
+        run = await replay(items, target, js=nc.jetstream(), options=options, progress=progress or NullProgress())
+    finally:
+        await target.aclose()
+        with contextlib.suppress(Exception):
+            await nc.drain()
     write_run(results / f"{name}.jsonl", run)
     bad = [r for r in run.items if r.outcome in ("failed", "rejected", "timeout")]
     if bad:
@@ -94,5 +111,4 @@ async def replay_on_stack(
             f"{name}: {len(bad)}/{len(run.items)} recordings did not complete "
             f"({first.id} {first.outcome}: {first.error or 'no terminal state'}; logs in {logs})"
         )
-    shutil.rmtree(data_dir, ignore_errors=True)
     return run
