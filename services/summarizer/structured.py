@@ -68,6 +68,11 @@ def _inline_refs(node: Any, defs: dict[str, Any], *, schema: bool = True) -> Any
 
 CHARS_PER_WORD = 6.0
 """English averages ~4.7 letters per word plus a space; rounded up so the budget errs long."""
+CHARS_PER_TOKEN = 2.2
+"""Characters of the rendered summary per answer token (JSON keys, quotes and commas included).
+Measured on the evaluation's single-request answers (docs/results/summaries: 34 rows of the 0.5B
+and the 1.5B): median 2.58, lowest 1.76; 2.2 lets a typical answer filled to its caps finish
+within ``max_tokens``."""
 MIN_POINT_CHARS = 90
 """About 15 words, what the instructions ask a point to be. Below that the grammar cuts points
 mid-phrase ("... and to move to contractors to"): one point fewer reads better than a cut one."""
@@ -84,20 +89,26 @@ class LengthCaps:
     action_items: int = MAX_ACTION_ITEMS
 
     @classmethod
-    def for_transcript(cls, words: int, budget: float) -> LengthCaps:
-        """Caps sized to ``budget`` x ``words`` words (0: the fixed caps).
+    def for_transcript(cls, words: int, budget: float, max_tokens: int | None = None) -> LengthCaps:
+        """Caps sized to ``budget`` x ``words`` words (0: the fixed caps), and to ``max_tokens``.
 
         Why the grammar and not the prompt: asked for "half the length", a 0.5B model writes as
         much as it otherwise would; a ``maxItems`` or ``maxLength`` it cannot exceed. The title
-        is outside the budget (one line, as long as a point), and the lists share what is left in the order a reader
-        needs them: key points first, then decisions, then action items (a model that fills every
+        is outside the budget (one line, as long as a point), and the lists share what is left in
+        the order a reader needs them: key points first, then decisions, then action items (a model that fills every
         list overshoots by one or two items; the evaluation measures what they write). A long
-        transcript gets the fixed caps, which are already far below half of it.
+        transcript gets the fixed caps, which are already far below half of it, unless they do
+        not fit in ``max_tokens``: filled, the fixed caps are ~1,700 characters, ~650 tokens,
+        and an answer cut at ``max_tokens`` is broken JSON that the repair request rarely saves
+        (5 of 24 summaries of the 450-650-word conversations failed so at the default 256).
         """
         fixed = cls()
-        if budget <= 0:
+        room = int(max_tokens * CHARS_PER_TOKEN) - fixed.title_chars if max_tokens else None
+        if budget <= 0 and room is None:
             return fixed
-        chars = int(budget * words * CHARS_PER_WORD)
+        chars = int(budget * words * CHARS_PER_WORD) if budget > 0 else room or 0
+        if room is not None:
+            chars = max(2 * MIN_POINT_CHARS, min(chars, room))
         point = max(MIN_POINT_CHARS, min(POINT_MAX_CHARS, chars // 4))
         slots = max(1, chars // point)
         key_points = min(fixed.key_points, max(2, slots - 1))
@@ -285,7 +296,7 @@ async def summarize_structured(
 ) -> StructuredOutcome:
     """Summarize ``transcript`` as a :class:`SummaryContent` (prose when the server will not do JSON)."""
     prompts = builder.prompts
-    caps = LengthCaps.for_transcript(len(transcript.text.split()), prompts.summary_budget)
+    caps = LengthCaps.for_transcript(len(transcript.text.split()), prompts.summary_budget, client.settings.max_tokens)
     chat = _JsonChat(client, caps) if prompts.structured else client
     outcome = await summarize_transcript(chat, builder, transcript, priority=priority)  # type: ignore[arg-type]
     if not prompts.structured:

@@ -10,8 +10,10 @@ import pytest
 from services.common.documents import ActionItem, Summary, SummaryContent
 from services.summarizer.render import render_markdown
 from services.summarizer.structured import (
+    CHARS_PER_TOKEN,
     CHARS_PER_WORD,
     MAX_ACTION_ITEMS,
+    MIN_POINT_CHARS,
     POINT_MAX_CHARS,
     LengthCaps,
     StructuredSummaryError,
@@ -138,6 +140,18 @@ def test_a_short_transcript_gets_caps_sized_to_its_budget(words: int) -> None:
     items = caps.key_points + caps.decisions + caps.action_items
     assert (items - 2) * caps.point_chars <= max(0.4 * words * CHARS_PER_WORD, 2 * caps.point_chars)
     assert caps.key_points >= 2  # a summary with one point is a title
+
+
+@pytest.mark.parametrize("max_tokens", [128, 256, 512])
+@pytest.mark.parametrize("budget", [0.0, 0.5])
+def test_caps_filled_to_the_brim_fit_in_max_tokens(max_tokens: int, budget: float) -> None:
+    """A long transcript's caps used to allow ~1,700 characters in a 256-token answer: the answer
+    was cut mid-JSON and the recording failed (3 of 12 long conversations, 1.5B model)."""
+    caps = LengthCaps.for_transcript(600, budget, max_tokens)
+    lists = (caps.key_points + caps.decisions + caps.action_items - 2) * caps.point_chars
+    assert lists + caps.title_chars <= max(max_tokens * CHARS_PER_TOKEN, 3 * MIN_POINT_CHARS + caps.title_chars)
+    assert caps.key_points >= 2
+    assert LengthCaps.for_transcript(100, 0.5, 4096) == LengthCaps.for_transcript(100, 0.5)  # room to spare
 
 
 def test_a_long_transcript_or_no_budget_gets_the_fixed_caps() -> None:
