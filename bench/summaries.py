@@ -1,7 +1,8 @@
 """Evaluation: how good are the summaries, per model and prompt variant, on the real local llama.cpp?
 
 Over the transcripts in ``bench/data/summaries/transcripts.jsonl`` (synthesized meetings, calls,
-tickets, a recipe, a lecture...: each with its key facts), every arm (model x prompt variant)
+tickets, a recipe, a lecture...: each with its key facts; ``--data conversations``: the same
+meetings and facts at a recording's length, ``conversations.jsonl``), every arm (model x prompt variant)
 summarizes every transcript through the summarizer's own path (:func:`summarize_structured`, the
 ``ChatClient``, the real ``LocalLlmServer``) and is scored on:
 
@@ -22,6 +23,7 @@ for load.
 
     python bench/summaries.py                                   # both models, all variants
     python bench/summaries.py --models 0.5b --variants default --limit 4
+    python bench/summaries.py --data conversations --models 0.5b --variants default
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from services.summarizer.settings import PromptSettings
 
-DATA = Path(__file__).resolve().parent / "data" / "summaries" / "transcripts.jsonl"
+DATA_DIR = Path(__file__).resolve().parent / "data" / "summaries"
+DATA_SETS = {"dense": DATA_DIR / "transcripts.jsonl", "conversations": DATA_DIR / "conversations.jsonl"}
+"""``dense``: the 12 meetings in 113-137 words each, every sentence a fact; ``conversations``: the
+same meetings, with the same key facts, as recordings would hear them (450-650 words of small talk,
+call logistics, questions, read-backs and tangents around the facts)."""
+DATA = DATA_SETS["dense"]
 OUT = Path(__file__).resolve().parent.parent / "docs" / "results" / "summaries"
 
 _NUMBER_RE = re.compile(r"\d+(?:[.,:]\d+)*")
@@ -198,8 +205,8 @@ instructions asking for the same JSON (does the schema alone fix restating?); ``
 the old prompt and output, as reported."""
 
 
-def load_items(limit: int | None = None) -> list[dict]:
-    items = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+def load_items(limit: int | None = None, data: Path = DATA) -> list[dict]:
+    items = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
     return items[:limit] if limit else items
 
 
@@ -318,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="0.5b,1.5b", help="comma-separated keys of runtime.models.MODELS")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--limit", type=int, default=None, help="only the first N transcripts")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--data", choices=DATA_SETS, default="dense", help="which transcripts (see DATA_SETS)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"rows' directory (default {OUT}, and its conversations/ for that set)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--concurrency", type=int, default=4, help="summaries at once (llama.cpp decodes them in one batch)"
@@ -331,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown variant(s) {unknown}: choose from {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
+    if args.out is None:
+        args.out = OUT if args.data == "dense" else OUT / args.data
     args.out.mkdir(parents=True, exist_ok=True)
-    items = load_items(args.limit)
+    items = load_items(args.limit, DATA_SETS[args.data])
     wanted_ids = {item["id"] for item in items}
     if not args.report:
         from services.runtime.llm_local import LocalLlmServer

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.summaries import (
-    DATA,
+    DATA_SETS,
     fact_recall,
     invented_names,
     invented_numbers,
+    load_items,
     normalise_number,
     numbers_in,
     score,
@@ -57,11 +60,18 @@ def test_compression_counts_words_without_markdown() -> None:
     assert result.compression == 0.2 and result.recall == 1.0 and result.invented_numbers == []
 
 
-def test_the_data_set_is_at_least_twelve_transcripts_whose_facts_are_in_them() -> None:
-    items = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+@pytest.mark.parametrize("data", DATA_SETS.values(), ids=DATA_SETS.keys())
+def test_the_data_set_is_at_least_twelve_transcripts_whose_facts_are_in_them(data) -> None:
+    items = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
     assert len(items) >= 12 and len({i["id"] for i in items}) == len(items)
     for item in items:
         # every key fact is kept by the transcript itself, so a perfect summary can keep it
         _, lost = fact_recall(item["facts"], item["text"])
         assert not lost, (item["id"], lost)
         assert invented_numbers(item["text"], item["text"]) == []
+
+
+def test_the_conversations_are_the_dense_meetings_with_the_same_facts_at_a_recordings_length() -> None:
+    dense, long = (load_items(data=path) for path in DATA_SETS.values())
+    assert [(i["id"], i["facts"]) for i in dense] == [(i["id"], i["facts"]) for i in long]
+    assert all(3 * words_in(d["text"]) < words_in(c["text"]) for d, c in zip(dense, long, strict=True))
