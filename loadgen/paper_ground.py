@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -72,21 +73,15 @@ def predict(items: list[TraceItem], durations: dict[str, float], calibration, sl
     return {"makespan_s": summary["makespan_s"], "jct_mean_s": summary["jct_mean_s"]}
 
 
-_warmed_up = False
-"""Whether this process already ran the untimed first measurement (see :func:`_warm_up`)."""
-
-
+@functools.cache
 def _warm_up() -> None:
     """The first transcriber starts of a session read the model and the Python packages from disk;
     later ones, and every replay's stack, find them in the page cache. An untimed first
     measurement keeps that cold start out of the calibration (it once put 4.8 s of start-up and a
-    negative real-time factor into the first workload's). Once per process is enough."""
-    global _warmed_up
-    if not _warmed_up:
-        from services.plan.measure import measure
+    negative real-time factor into the first workload's). Once per process is enough (cached)."""
+    from services.plan.measure import measure
 
-        measure(repeats=1)
-        _warmed_up = True
+    measure(repeats=1)
 
 
 def ground(

@@ -95,20 +95,21 @@ class LengthCaps:
         Why the grammar and not the prompt: asked for "half the length", a 0.5B model writes as
         much as it otherwise would; a ``maxItems`` or ``maxLength`` it cannot exceed. The title
         is outside the budget (one line, as long as a point), and the lists share what is left in
-        the order a reader needs them: key points first, then decisions, then action items (a model that fills every
-        list overshoots by one or two items; the evaluation measures what they write). A long
+        the order a reader needs them: key points first, then decisions, then action items (a
+        model that fills every list overshoots by one or two items; the evaluation measures what
+        they write). A long
         transcript gets the fixed caps, which are already far below half of it, unless they do
         not fit in ``max_tokens``: filled, the fixed caps are ~1,700 characters, ~650 tokens,
         and an answer cut at ``max_tokens`` is broken JSON that the repair request rarely saves
         (5 of 24 summaries of the 450-650-word conversations failed so at the default 256).
         """
         fixed = cls()
-        room = int(max_tokens * CHARS_PER_TOKEN) - fixed.title_chars if max_tokens else None
-        if budget <= 0 and room is None:
+        limits = [int(budget * words * CHARS_PER_WORD)] if budget > 0 else []
+        if max_tokens:
+            limits.append(int(max_tokens * CHARS_PER_TOKEN) - fixed.title_chars)  # the title takes its share first
+        if not limits:
             return fixed
-        chars = int(budget * words * CHARS_PER_WORD) if budget > 0 else room or 0
-        if room is not None:
-            chars = max(2 * MIN_POINT_CHARS, min(chars, room))
+        chars = min(limits)
         point = max(MIN_POINT_CHARS, min(POINT_MAX_CHARS, chars // 4))
         slots = max(1, chars // point)
         key_points = min(fixed.key_points, max(2, slots - 1))

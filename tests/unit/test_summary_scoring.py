@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from bench.summaries import (
@@ -62,7 +60,7 @@ def test_compression_counts_words_without_markdown() -> None:
 
 @pytest.mark.parametrize("data", DATA_SETS.values(), ids=DATA_SETS.keys())
 def test_the_data_set_is_at_least_twelve_transcripts_whose_facts_are_in_them(data) -> None:
-    items = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    items = load_items(data=data)
     assert len(items) >= 12 and len({i["id"] for i in items}) == len(items)
     for item in items:
         # every key fact is kept by the transcript itself, so a perfect summary can keep it
