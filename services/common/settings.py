@@ -288,6 +288,14 @@ class RuntimeSettings(BaseSettings):
     """NATS storage, logs and spans; survives restarts."""
     llm: Literal["local", "sim", "external", "auto"] = "auto"
     """``auto``: the real llama.cpp server when the ``llm`` extra is installed, else the simulator."""
+    llm_local_model: str = "0.5b"
+    """Which model the local llama.cpp server serves (``KUBESCRIBE_LLM_LOCAL_MODEL``, a key of
+    ``services.runtime.models.MODELS``). Here and not in :class:`LlmSettings` because only the
+    embedded runtime starts that server: in a cluster the gateway decides, and the summarizer,
+    which reads LlmSettings, never needs it. ``0.5b`` keeps ``make demo`` at about a minute;
+    ``1.5b`` (the ``llm-1-5b`` extra) keeps more than twice the facts of a recording at about
+    twice the time per summary (docs/summaries.md). A plain string, checked by ``model_spec``
+    where it is used, so a typo is one ConfigurationError line naming the accepted keys."""
     nats_port: int = 4222
     llm_port: int = 8000
 

