@@ -17,8 +17,11 @@ first token and an inter-token gap are. SSE framing (``data:`` fields, comments,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,8 +119,9 @@ async def read_completion_stream(
     (a dropped connection, a read timeout) propagate unchanged: each caller classifies them.
     """
     completion = StreamedCompletion(sent=sent, model=model)
+    events = EventSource(response).aiter_sse()
     try:
-        async for event in EventSource(response).aiter_sse():
+        async for event in events:
             if event.data == DONE:
                 completion.done = True
                 break
@@ -126,4 +130,25 @@ async def read_completion_stream(
     except SSEError as exc:
         raise OpenAIStreamError(f"not an SSE stream from the LLM server: {exc}") from exc
     completion.ended_at = time.perf_counter()
+    if completion.done:
+        await _drain(events)
     return completion
+
+
+DRAIN_S = 1.0
+"""How long to wait for the body's end after ``[DONE]`` (servers end it at once)."""
+
+
+async def _drain(events: AsyncIterator[Any]) -> None:
+    """Read the body to its end after ``[DONE]`` so the connection goes back to the pool.
+
+    httpx closes a streamed connection whose body was not read to the end: stopping at
+    ``[DONE]`` left the chunked body's last frame unread, and every summary opened a new TCP
+    connection to the gateway (a TLS handshake too, in a cluster): 640 connections for 640
+    requests, one per request, where one per concurrent stream is enough. A server that keeps
+    the body open after ``[DONE]`` costs ``DRAIN_S`` and the connection, as before.
+    """
+    with contextlib.suppress(httpx.HTTPError, SSEError, TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in events:
+                pass

@@ -4,23 +4,31 @@ Several services write one recording's status (ingest, dispatcher, transcriber, 
 each possibly redelivered), so every write is a read-modify-write guarded by the entry's
 revision: a concurrent writer makes the update fail, and we re-read and re-apply. No writer
 ever overwrites another's stage timestamps.
+
+A store remembers the entries it wrote last, so a service that advances one recording several
+times in a row (the dispatcher: dispatched, admitted, running; the summarizer: summarizing, its
+progress, summarized) writes against the revision it holds instead of reading it back first:
+one NATS round trip per update instead of two. The compare-and-set still guards every write;
+a remembered revision that another writer has moved past costs one refused write and a re-read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.errors import TemporaryError
 from services.common.events import ObjectRef, Priority, utcnow
+from services.common.nats_client import kv_value
 from services.common.topology import STATUS_BUCKET
 
 
@@ -121,21 +129,41 @@ class StatusConflictError(TemporaryError):
 class StatusStore:
     """CAS-updated recording statuses."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    written_entries = 4096
+    """How many of its own last writes a store remembers (~1 KB each): the recordings in flight."""
+
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self.kv = kv
+        self.js = js
+        self._written: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+
+    def _remember(self, recording_id: str, revision: int, payload: bytes) -> None:
+        self._written[recording_id] = (revision, payload)
+        self._written.move_to_end(recording_id)
+        while len(self._written) > self.written_entries:
+            self._written.popitem(last=False)
+
+    async def _read(self, recording_id: str) -> tuple[int | None, RecordingStatus | None]:
+        """The entry to apply an update to: what this store wrote last, else the bucket's."""
+        if (known := self._written.pop(recording_id, None)) is not None:
+            return known[0], RecordingStatus.model_validate_json(known[1])
+        return await self._read_bucket(recording_id)
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> StatusStore:
-        return cls(await js.key_value(STATUS_BUCKET))
+        return cls(await js.key_value(STATUS_BUCKET), js)
 
     async def get(self, recording_id: str) -> RecordingStatus | None:
-        try:
-            entry = await self.kv.get(recording_id)
-        except KeyNotFoundError:
-            return None
-        if entry.value is None:
-            return None
-        return RecordingStatus.model_validate_json(entry.value)
+        _, status = await self._read_bucket(recording_id)
+        return status
+
+    async def _read_bucket(self, recording_id: str) -> tuple[int | None, RecordingStatus | None]:
+        """The key's revision and status, one direct get (a "not found" confirmed by the leader);
+        a deleted or purged key reads as absent, as nats-py's ``KeyValue.get`` reports it."""
+        msg = await kv_value(self.js, STATUS_BUCKET, recording_id)
+        if msg is None:
+            return None, None
+        return msg.seq, RecordingStatus.model_validate_json(msg.data)
 
     async def update(
         self,
@@ -150,21 +178,17 @@ class StatusStore:
         ``mutate`` may be called several times (once per lost race), so it must be pure.
         """
         for attempt in range(max_tries):
-            try:
-                entry = await self.kv.get(recording_id)
-                revision = entry.revision
-                current = RecordingStatus.model_validate_json(entry.value) if entry.value else None
-            except KeyNotFoundError:
-                revision, current = None, None
+            revision, current = await self._read(recording_id)  # a refused write re-reads the bucket
             if current is None:
                 current = create() if create else RecordingStatus(recording_id=recording_id)
             updated = mutate(current) or current
             payload = updated.model_dump_json().encode()
             try:
                 if revision is None:
-                    await self.kv.create(recording_id, payload)
+                    written = await self.kv.create(recording_id, payload)
                 else:
-                    await self.kv.update(recording_id, payload, last=revision)
+                    written = await self.kv.update(recording_id, payload, last=revision)
+                self._remember(recording_id, written, payload)
                 return updated
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))

@@ -22,6 +22,7 @@ from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from services.common.errors import KubescribeError, MissingObjectError
 from services.common.events import ObjectRef
+from services.common.nats_client import last_message
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ async def object_exists(js: JetStreamContext, ref: ObjectRef) -> bool:
 async def _object_info(js: JetStreamContext, ref: ObjectRef) -> dict:
     """The object's meta message (its info), one request; a missing or deleted object is MissingObjectError."""
     try:
-        msg = await js.get_last_msg(f"OBJ_{ref.bucket}", _meta_subject(ref.bucket, ref.name))
+        msg = await last_message(js, f"OBJ_{ref.bucket}", _meta_subject(ref.bucket, ref.name))
     except NotFoundError as exc:
         raise MissingObjectError(f"object {ref.bucket}/{ref.name} does not exist") from exc
     info = json.loads(msg.data or b"{}")
@@ -117,7 +118,7 @@ async def _read_single_chunk(js: JetStreamContext, ref: ObjectRef) -> bytes | No
     data = b""
     if chunks == 1:
         try:
-            data = (await js.get_last_msg(f"OBJ_{ref.bucket}", _chunk_subject(ref.bucket, info["nuid"]))).data or b""
+            data = (await last_message(js, f"OBJ_{ref.bucket}", _chunk_subject(ref.bucket, info["nuid"]))).data or b""
         except NotFoundError as exc:
             raise MissingObjectError(f"object {ref.bucket}/{ref.name} has lost its data") from exc
     digest = "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
@@ -247,7 +248,9 @@ async def _ack(future: asyncio.Future, timeout: float) -> None:
 async def _previous_nuid(js: JetStreamContext, stream: str, meta_subject: str) -> str | None:
     """Chunk id of an object this put replaces (its chunks are purged after the new meta is written)."""
     try:
-        msg = await js.get_last_msg(stream, meta_subject)
+        # Usually absent (a first put). A lagging follower's "absent" for a replaced object only
+        # leaves the old chunks to expire with max_age; not worth a leader read on every put.
+        msg = await last_message(js, stream, meta_subject, confirm_absence=False)
     except NotFoundError:
         return None
     with contextlib.suppress(ValueError, TypeError, AttributeError):

@@ -14,8 +14,8 @@ import json
 import time
 
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
+from services.common.nats_client import kv_value
 from services.common.topology import DELETED_BUCKET
 
 
@@ -27,14 +27,13 @@ async def mark_deleted(js: JetStreamContext, recording_id: str, *, tenant: str) 
 async def deleted_tenant(js: JetStreamContext, recording_id: str) -> str | None:
     """The tenant of a deleted recording, or None when ``recording_id`` was not deleted.
 
-    One request, the key's last message read straight from the bucket's stream: every stage asks
-    this for every recording, and ``js.key_value(...).get`` costs a STREAM.INFO first.
+    One direct get of the key's last message in the bucket's stream: every stage asks this for
+    every recording, and ``js.key_value(...).get`` costs a STREAM.INFO first. A follower's stale
+    "not deleted" is the same as a deletion landing a moment after the check: a race every stage
+    already tolerates.
     """
-    try:
-        msg = await js.get_last_msg(f"KV_{DELETED_BUCKET}", f"$KV.{DELETED_BUCKET}.{recording_id}")
-    except NotFoundError:  # no such key, or no bucket yet
-        return None
-    if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE") or not msg.data:
+    msg = await kv_value(js, DELETED_BUCKET, recording_id, confirm_absence=False)
+    if msg is None:
         return None
     return str(json.loads(msg.data).get("tenant", "default"))
 

@@ -100,6 +100,11 @@ KV_BUCKETS: tuple[tuple[str, str], ...] = (
 )
 """The KV buckets and their descriptions (no byte limit: they reserve nothing)."""
 
+DIRECT_KV_BUCKETS = frozenset({STATUS_BUCKET, DELETED_BUCKET})
+"""Buckets read with direct gets (``allow_direct``, as the Go client and the nats CLI create every
+bucket): every stage reads a recording's status and tombstone, and a compare-and-set or a
+re-check guards each of those reads. The job specs and idempotency claims stay leader-read."""
+
 
 def stream_config(spec: StreamSpec, settings: StreamSettings) -> StreamConfig:
     """The JetStream config of an event stream; file storage so a restart loses nothing."""
@@ -224,6 +229,7 @@ async def _ensure_all(js: JetStreamContext, settings: StreamSettings, changed: l
             storage=StorageType.FILE,
             replicas=settings.replicas,
             ttl=settings.max_age_s,
+            direct=bucket in DIRECT_KV_BUCKETS,
         )
         if await _ensure_kv(js, kv_config) and bucket not in changed:
             changed.append(bucket)
@@ -259,9 +265,15 @@ async def _ensure_kv(js: JetStreamContext, config: KeyValueConfig) -> bool:
         logger.info("created KV bucket %s", config.bucket)
         return True
     info = await js.stream_info(f"KV_{config.bucket}")
-    if info.config.max_age != config.ttl or info.config.description != config.description:
+    direct = bool(config.direct)
+    if (
+        info.config.max_age != config.ttl
+        or info.config.description != config.description
+        or bool(info.config.allow_direct) != direct
+    ):
         info.config.max_age = config.ttl
         info.config.description = config.description
+        info.config.allow_direct = direct
         await js.update_stream(info.config)
         return True
     return False

@@ -15,10 +15,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from faststream import Context
-from faststream.nats.annotations import NatsMessage
 from pydantic import ValidationError, ValidatorFunctionWrapHandler, WrapValidator
 
+from services.common.context import Context, NatsMessage
 from services.common.events import AudioReceived
 from services.dispatcher.consumer import Dispatcher
 

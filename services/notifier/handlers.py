@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
-from faststream import Context
-from faststream.nats.annotations import NatsMessage
 from nats.js import JetStreamContext
 
+from services.common.context import Context, NatsMessage
 from services.common.documents import Summary
 from services.common.errors import KubescribeError, MissingObjectError
 from services.common.events import RecordingFailed, SummaryReady, parse_event, utcnow

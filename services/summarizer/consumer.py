@@ -144,8 +144,7 @@ class Summarizer:
             otel_context.detach(token)
 
         stored_ns = time.time_ns()
-        final = await store.get(event.recording_id)
-        received = final.timestamps.get(RecordingStage.received.value) if final else None
+        received = status.timestamps.get(RecordingStage.received.value)  # set once, by the ingest
         total_start = int(received.timestamp() * 1e9) if received else queue_start
         record_span(StageSpan.TOTAL, start_ns=total_start, end_ns=stored_ns, parent=parent, attributes=attributes)
         metrics.OUTCOMES.labels("summarized").inc()

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from faststream import Context
-from faststream.nats.annotations import NatsMessage
 from pydantic import ValidationError, ValidatorFunctionWrapHandler, WrapValidator
 
+from services.common.context import Context, NatsMessage
 from services.common.events import TranscriptReady
 from services.common.inflight import InFlight
 

@@ -82,7 +82,7 @@ async def stored_ready_events(js, recording_id: str) -> list[TranscriptReady]:
 async def _chunk_jobs(js, path: Path, count: int) -> tuple[str, list[TranscriptionJob]]:
     recording_id = new_id()
     ref = await put_bytes(js, AUDIO_BUCKET, recording_id, path.read_bytes())
-    await StatusStore(await js.key_value("recordings")).update(
+    await (await StatusStore.open(js)).update(
         recording_id, lambda s: s, create=lambda: RecordingStatus(recording_id=recording_id)
     )
     recording = JobRecording(recording_id=recording_id, audio=ref, duration_s=duration_of(path))

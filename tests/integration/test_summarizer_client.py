@@ -53,6 +53,28 @@ async def test_objective_header_follows_priority() -> None:
         assert dict(sim.engine.objectives) == {"interactive": 1, "batch": 1, "standard": 1}
 
 
+async def test_streams_reuse_their_connections() -> None:
+    """Every stream is read to the body's end, so its connection goes back to the pool: stopping at
+    ``[DONE]`` made httpx close it, and each summary opened a new TCP (and TLS) connection."""
+    connects = 0
+
+    async def trace(event: str, info: dict) -> None:
+        nonlocal connects
+        connects += event == "connection.connect_tcp.started"
+
+    async def traced(request) -> None:
+        request.extensions["trace"] = trace
+
+    with SimLlmServer(SimConfig(model="m")) as sim:
+        async with _client(sim) as client:
+            client.http.event_hooks["request"].append(traced)
+            for _ in range(5):
+                assert (await client.chat(MESSAGES)).text
+            assert connects == 1
+            await asyncio.gather(*(client.chat(MESSAGES) for _ in range(8)))
+            assert connects <= 8  # at most one per concurrent stream
+
+
 async def test_storm_of_429_and_503_ends_in_success() -> None:
     config = SimConfig(model="m", failure_rate=0.6, retry_after=0.01, seed=3)
     with SimLlmServer(config) as sim:

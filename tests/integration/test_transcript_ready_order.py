@@ -38,7 +38,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def _job(js, clip: Path, attempt: int = 1) -> TranscriptionJob:
     recording_id = new_id()
     ref = await put_bytes(js, AUDIO_BUCKET, recording_id, clip.read_bytes())
-    await StatusStore(await js.key_value("recordings")).update(
+    await (await StatusStore.open(js)).update(
         recording_id, lambda s: s, create=lambda: RecordingStatus(recording_id=recording_id)
     )
     recording = JobRecording(recording_id=recording_id, audio=ref, duration_s=duration_of(clip))
