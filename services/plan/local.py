@@ -3,13 +3,22 @@ pre-spawned processes, and the real planner fed the backend's free slots, as on 
 
 It mirrors ``services/dispatcher/backends/local.py``: a slot hands its job to a warm process
 (started earlier and loading the model meanwhile); when more jobs wait, the successor starts at
-once, otherwise after the job. A job costs its process's remaining start-up, then per recording
-``local.per_file_s + audio × local.rtf``. Start-ups and transcriptions queue for the machine's
-cores: with sparse short arrivals every recording is a job and every job a start-up, and those
+once, otherwise after the job's process has exited (``local.exit_s`` after its last transcript).
+A job costs its process's remaining start-up, then per recording
+``local.per_file_s + audio × local.rtf`` on a core (its first, the process's first, also
+``local.first_file_s``), then ``local.per_file_io_s`` off the cores
+(fetching the audio, storing the transcript, publishing its event, writing the status: NATS
+round trips that hold the slot). Start-ups and transcriptions queue for the machine's cores:
+with sparse short arrivals every recording is a job and every job a start-up, and those
 start-ups take cores from running jobs (without this, Poisson arrivals of short recordings were
-under-predicted by 36–43 %). Every ``local.*`` number comes from
-:mod:`services.plan.measure` run on this machine; the grounding test holds the prediction to
-real replays (makespan and mean JCT within 15 %).
+under-predicted by 36–43 %). A recording reaches the planner ``local.dispatch_s`` after it was
+received (the ingest's event, the dispatcher's status writes and hand-off, beyond what the
+planner itself waits). The rest of the stack shares the cores: ``local.arrival_cpu_s`` of core
+time per upload (ingest, NATS, dispatcher) before it is planned, ``local.done_cpu_s`` after its
+transcript (summarizer, LLM, notifier), both preempting transcriptions and start-ups. The
+engine's numbers come from :mod:`services.plan.measure`, the pipeline ones from lone recordings
+sent through a running stack (``loadgen.paper_ground``); absent, they are 0. The grounding
+test holds the prediction to real replays (makespan and mean JCT within 15 %).
 """
 
 from __future__ import annotations
@@ -42,8 +51,10 @@ class LocalSim:
         # The local twin models whole recordings: the planner's own split is off unless asked for.
         self.planner = Planner(settings or DispatcherSettings(split_threshold_s=0.0))
         self.queue = simpy.PriorityStore(self.env)
-        self.cpu = simpy.Resource(self.env, capacity=cores or slots)
-        """The machine's cores: transcriptions and transcriber start-ups queue for them."""
+        self.cpu = simpy.PreemptiveResource(self.env, capacity=cores or slots)
+        """The machine's cores: transcriptions and transcriber start-ups queue for them; the
+        control plane's short bursts of work take a core first and push them back (as the OS
+        scheduler gives a briefly waking process its slice before a long-running one's)."""
         self.by_id = {r.id: r for r in recordings}
         self.busy = 0
         self.jobs: list[SimJob] = []
@@ -70,7 +81,9 @@ class LocalSim:
             self._wake.succeed()
 
     def _arrive(self, recording: Recording):
-        yield self.env.timeout(recording.arrival)
+        yield self.env.timeout(recording.arrival + self.cal.get("local.dispatch_s", 0.0))
+        # The ingest, NATS and the dispatcher working on this upload: core time before it is planned.
+        yield from self._work(self.cal.get("local.arrival_cpu_s", 0.0), urgent=True)
         job_recording = JobRecording(
             recording_id=recording.id,
             audio=ObjectRef(bucket="audio", name=recording.id),
@@ -100,13 +113,33 @@ class LocalSim:
         ready = self.env.event()
 
         def start():
-            with self.cpu.request() as core:
-                yield core
-                yield self.env.timeout(self.cal["local.spawn_s"])
+            yield from self._work(self.cal["local.spawn_s"])
             ready.succeed()
 
         self.env.process(start())
         return ready
+
+    def _work(self, seconds: float, *, urgent: bool = False):
+        """``seconds`` of one core. Urgent work (the control plane's) preempts the rest, which
+        resumes with what it has left, so a core's time is never lost or counted twice."""
+        remaining = seconds
+        while remaining > 1e-9:
+            with self.cpu.request(priority=0 if urgent else 1, preempt=urgent) as core:
+                began = None
+                try:
+                    yield core
+                    began = self.env.now
+                    yield self.env.timeout(remaining)
+                    remaining = 0.0
+                except simpy.Interrupt:  # preempted, possibly as the core was being granted
+                    if began is not None:
+                        remaining -= self.env.now - began
+
+    def _after(self, seconds: float) -> None:
+        """Core time spent after a recording's transcript, off its slot (its summary, the
+        simulated LLM, the notifier): it takes cores from the transcriptions still running."""
+        if seconds > 0:
+            self.env.process(self._work(seconds, urgent=True))
 
     def _slot(self, index: int):
         ready = self.env.event()
@@ -123,18 +156,23 @@ class LocalSim:
             start = self.env.now
             sim_job = SimJob(job.job_id, job.model, "cpu", job.priority.rank, [], created=handed)
             sim_job.started = start
-            yield self.env.timeout(self.cal.get("local.per_job_s", 0.0))
-            for recording in job.recordings:
+            io_s = self.cal.get("local.per_file_io_s", 0.0)
+            first_s = self.cal.get("local.first_file_s", 0.0)  # every job runs in a fresh process
+            for index, recording in enumerate(job.recordings):
                 seconds = recording.duration_s or 0.0
-                with self.cpu.request() as core:
-                    yield core
-                    yield self.env.timeout(self.cal["local.per_file_s"] + seconds * self.cal["local.rtf"])
+                cost = self.cal["local.per_file_s"] + seconds * self.cal["local.rtf"] + (first_s if index == 0 else 0.0)
+                yield from self._work(cost)
+                if io_s:
+                    yield self.env.timeout(io_s)
                 done = self.by_id[recording.recording_id]
                 done.started, done.done, done.parts_done = start, self.env.now, 1
+                self._after(self.cal.get("local.done_cpu_s", 0.0))
                 sim_job.parts.append((recording.recording_id, seconds))
             sim_job.finished = self.env.now
             sim_job.runs.append((f"slot-{index}", "cpu", handed, self.env.now))
             self.jobs.append(sim_job)
+            # The process drains NATS, flushes its spans and exits before the slot starts the next.
+            yield self.env.timeout(self.cal.get("local.exit_s", 0.0))
             ready = successor if successor is not None else self._spawn()
             self.busy -= 1
             self._wakeup()

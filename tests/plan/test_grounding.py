@@ -26,7 +26,7 @@ pytestmark = [
     pytest.mark.timeout(300 * ROUNDS + 300),
     pytest.mark.skipif(
         not os.environ.get("KUBESCRIBE_RUN_GROUNDING"),
-        reason="about 2 min per round on 2 idle cores, 3 rounds (four real replays each): "
+        reason="about 2.4 min per round on 2 idle cores, 3 rounds (a probe and four real replays each): "
         "KUBESCRIBE_RUN_GROUNDING=1 runs it",
     ),
 ]

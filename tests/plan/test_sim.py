@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from services.plan.calibration import Calibration
 from services.plan.local import LocalSim
 from services.plan.metrics import bootstrap, summarize
@@ -98,8 +100,52 @@ def test_local_slots_run_jobs_in_parallel() -> None:
     assert two["makespan_s"] < one["makespan_s"]
 
 
+def test_local_pipeline_terms_delay_the_start_and_hold_the_slot() -> None:
+    """``local.dispatch_s`` moves a lone recording's start and end by itself; ``local.per_file_io_s``
+    holds the slot after each recording, so a packed job of four ends four of them later."""
+    engine = {"local.spawn_s": 1.0, "local.per_file_s": 0.5, "local.rtf": 0.1}
+    base = LocalSim(_cal(**engine), _recordings(1, 10.0, "tiny.en"), slots=1).run().recordings[0]
+    shifted = LocalSim(_cal(**engine, **{"local.dispatch_s": 0.3}), _recordings(1, 10.0, "tiny.en"), slots=1).run()
+    shifted = shifted.recordings[0]
+    assert shifted.started - base.started == pytest.approx(0.3) and shifted.done - base.done == pytest.approx(0.3)
+    packed = _recordings(4, 2.0, "tiny.en")
+    plain = summarize(LocalSim(_cal(**engine), packed, slots=1).run())
+    with_io = summarize(LocalSim(_cal(**engine, **{"local.per_file_io_s": 0.05}), packed, slots=1).run())
+    assert with_io["makespan_s"] - plain["makespan_s"] == pytest.approx(4 * 0.05)
+
+
 def test_bootstrap_interval_contains_the_mean_and_narrows_with_agreement() -> None:
     wide = bootstrap([1.0, 5.0, 9.0, 2.0, 8.0])
     narrow = bootstrap([5.0, 5.1, 4.9, 5.0, 5.0])
     assert wide["lo"] <= wide["mean"] <= wide["hi"]
     assert narrow["hi"] - narrow["lo"] < wide["hi"] - wide["lo"]
+
+
+def test_control_plane_work_preempts_transcriptions_without_losing_core_time() -> None:
+    """Core time the stack's services spend per recording delays the transcriptions still running
+    by exactly that much on a one-core machine: preempted work resumes with what it had left."""
+    engine = {"local.spawn_s": 1.0, "local.per_file_s": 0.5, "local.rtf": 0.1}
+    plain = summarize(LocalSim(_cal(**engine), _recordings(4, 10.0, "tiny.en", gap=0.2), slots=1).run())
+    busy = {**engine, "local.arrival_cpu_s": 0.05, "local.done_cpu_s": 0.1}
+    loaded = summarize(LocalSim(_cal(**busy), _recordings(4, 10.0, "tiny.en", gap=0.2), slots=1).run())
+    # Every arrival's 0.05 s and the first three recordings' 0.1 s land while the slot transcribes.
+    assert loaded["makespan_s"] - plain["makespan_s"] == pytest.approx(4 * 0.05 + 3 * 0.1, abs=0.06)
+
+
+def test_a_processes_first_transcription_is_charged_once_per_job() -> None:
+    engine = {"local.spawn_s": 1.0, "local.per_file_s": 0.5, "local.rtf": 0.1}
+    first = {**engine, "local.first_file_s": 0.2}
+    packed = summarize(LocalSim(_cal(**engine), _recordings(4, 2.0, "tiny.en"), slots=1).run())
+    packed_first = summarize(LocalSim(_cal(**first), _recordings(4, 2.0, "tiny.en"), slots=1).run())
+    assert packed_first["makespan_s"] - packed["makespan_s"] == pytest.approx(0.2)  # one job: one first
+    lone = summarize(LocalSim(_cal(**engine), _recordings(3, 2.0, "tiny.en", gap=10.0), slots=1).run())
+    lone_first = summarize(LocalSim(_cal(**first), _recordings(3, 2.0, "tiny.en", gap=10.0), slots=1).run())
+    assert lone_first["jct_mean_s"] - lone["jct_mean_s"] == pytest.approx(0.2)  # a job, so a first, each
+
+
+def test_the_next_transcriber_starts_once_the_last_has_exited() -> None:
+    engine = {"local.spawn_s": 1.0, "local.per_file_s": 0.5, "local.rtf": 0.1}
+    two = _recordings(2, 2.0, "tiny.en", gap=1.0)  # the second arrives while the first's job runs
+    plain = LocalSim(_cal(**engine), two, slots=1).run().recordings[1]
+    slow = LocalSim(_cal(**engine, **{"local.exit_s": 0.4}), _recordings(2, 2.0, "tiny.en", gap=1.0), slots=1)
+    assert slow.run().recordings[1].started - plain.started == pytest.approx(0.4)
