@@ -144,26 +144,34 @@ class StatusStore:
             self._written.popitem(last=False)
 
     async def _read(self, recording_id: str) -> tuple[int | None, RecordingStatus | None]:
-        """The entry to apply an update to: what this store wrote last, else the bucket's."""
+        """The entry to apply an update to: what this store wrote (or read for update) last, else the bucket's."""
         if (known := self._written.pop(recording_id, None)) is not None:
             return known[0], RecordingStatus.model_validate_json(known[1])
-        return await self._read_bucket(recording_id)
+        revision, status, _ = await self._read_bucket(recording_id)
+        return revision, status
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> StatusStore:
         return cls(await js.key_value(STATUS_BUCKET), js)
 
-    async def get(self, recording_id: str) -> RecordingStatus | None:
-        _, status = await self._read_bucket(recording_id)
+    async def get(self, recording_id: str, *, for_update: bool = False) -> RecordingStatus | None:
+        """The status as the bucket has it. ``for_update``: the caller updates it next, so the
+        entry is kept as the base of that compare-and-set, which then needs no read of its own
+        (the summarizer and the dispatcher read a recording's status to decide, then write it at
+        once: one direct get per recording less for each). A stale base only costs the refused
+        write and a re-read, as for any lost race."""
+        revision, status, raw = await self._read_bucket(recording_id)
+        if for_update and revision is not None and raw is not None:
+            self._remember(recording_id, revision, raw)
         return status
 
-    async def _read_bucket(self, recording_id: str) -> tuple[int | None, RecordingStatus | None]:
-        """The key's revision and status, one direct get (a "not found" confirmed by the leader);
-        a deleted or purged key reads as absent, as nats-py's ``KeyValue.get`` reports it."""
+    async def _read_bucket(self, recording_id: str) -> tuple[int | None, RecordingStatus | None, bytes | None]:
+        """The key's revision, status and stored bytes, one direct get (a "not found" confirmed by
+        the leader); a deleted or purged key reads as absent, as nats-py's ``KeyValue.get`` reports it."""
         msg = await kv_value(self.js, STATUS_BUCKET, recording_id)
         if msg is None:
-            return None, None
-        return msg.seq, RecordingStatus.model_validate_json(msg.data)
+            return None, None, None
+        return msg.seq, RecordingStatus.model_validate_json(msg.data), msg.data
 
     async def update(
         self,

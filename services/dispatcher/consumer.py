@@ -229,7 +229,7 @@ class Dispatcher:
         if rid in self.held:
             self.held[rid].msg = msg  # a redelivery of what we already hold: ack the latest
             return True
-        status = await self._status.get(rid)
+        status = await self._status.get(rid, for_update=True)  # _queued (or a claim) writes it next
         if status is not None and status.stage in OUTCOMES:
             return False
         if await is_deleted(self.js, rid):  # deleted while queued: its audio is gone, and so is its status

@@ -81,7 +81,7 @@ class Summarizer:
         event = parse_event(TranscriptReady, msg.data)  # InvalidEventError: reported by report()
 
         store = await self.store()
-        status = await store.get(event.recording_id)
+        status = await store.get(event.recording_id, for_update=True)  # to_summarizing writes it next
         if status is not None and status.stage is RecordingStage.summarized:
             logger.debug("recording %s already summarized: ack without a gateway call", event.recording_id)
             metrics.OUTCOMES.labels("duplicate").inc()

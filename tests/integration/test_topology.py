@@ -113,6 +113,36 @@ async def test_a_store_writes_its_next_update_without_reading_back(js, monkeypat
     assert (await other.get(recording_id)).stage is RecordingStage.summarizing
 
 
+async def test_a_status_read_for_update_is_the_base_of_the_next_write(js, monkeypatch) -> None:
+    """The summarizer and the dispatcher read a status to decide, then write it at once: read
+    ``for_update``, the write needs no read of its own; a stale base is refused and re-read."""
+    writer, reader = await StatusStore.open(js), await StatusStore.open(js)
+    recording_id = new_id()
+    await writer.advance(recording_id, RecordingStage.received)
+    reads = 0
+    read = js.get_last_msg
+
+    async def counted(stream, *args, **kwargs):
+        nonlocal reads
+        reads += stream == "KV_recordings"
+        return await read(stream, *args, **kwargs)
+
+    monkeypatch.setattr(js, "get_last_msg", counted)
+    assert (await reader.get(recording_id, for_update=True)).stage is RecordingStage.received
+    await reader.advance(recording_id, RecordingStage.queued)
+    assert reads == 1  # the get; the write went out against the revision it read
+
+    await reader.get(recording_id, for_update=True)
+    await writer.advance(recording_id, RecordingStage.dispatched)  # moves the revision on meanwhile
+    status = await reader.advance(recording_id, RecordingStage.running)
+    assert reads == 4  # the get, the writer's refused write re-reading, the reader's refused write re-reading
+    assert set(status.timestamps) >= {"received", "queued", "dispatched", "running"}
+
+    await reader.get(recording_id)  # a plain read is not a base: the next write reads again
+    await reader.advance(recording_id, RecordingStage.transcribed)
+    assert reads == 5  # the get; the write used the revision this store wrote last
+
+
 async def test_status_and_tombstone_buckets_allow_direct_gets(js) -> None:
     for bucket, description in KV_BUCKETS:
         info = await js.stream_info(f"KV_{bucket}")
