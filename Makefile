@@ -86,6 +86,7 @@ bench: $(VENV)/.installed-dev
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/ingest.py --rounds $(BENCH_ROUNDS) --out $(BENCH_OUT)/ingest
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/transcribe.py --rounds $(BENCH_ROUNDS) --out $(BENCH_OUT)/transcribe
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/summarize.py --rounds $(BENCH_ROUNDS) --requests 800 --json $(BENCH_OUT)/summarize.json
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/summarizer_stream.py --rounds $(BENCH_ROUNDS) --json $(BENCH_OUT)/summarizer-stream.json
 
 ##############################################################################
 # Images (buildah, no Docker daemon). The base is built from Debian packages with mmdebstrap so

@@ -16,7 +16,7 @@ tokens per SSE chunk on the server (the simulator's ``stream_interval``), which 
 token the most. Rounds alternate the arms; means with 95 % bootstrap intervals, ratio to the
 baseline in the same run.
 
-    python bench/summarizer_stream.py                          # 5 rounds, intervals 1 and 8
+    python bench/summarizer_stream.py                          # 5 rounds, intervals 1 and 8 (~2 min)
     python bench/summarizer_stream.py --rounds 3 --intervals 1,4,16 --json out.json
 """
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=256, help="output tokens per request (a summary's length)")
     parser.add_argument("--streams", type=int, default=16, help="concurrent streams (the summarizer's concurrency)")
     parser.add_argument("--requests", type=int, default=64, help="requests per measurement")
-    parser.add_argument("--itl", type=float, default=0.01, help="seconds between chunks, as a GPU decodes")
+    parser.add_argument("--itl", type=float, default=0.004, help="seconds between chunks, as a GPU decodes")
     parser.add_argument("--intervals", default="1,8", help="tokens per SSE chunk on the server")
     parser.add_argument("--json", type=Path, help="write every round's records here")
     args = parser.parse_args(argv)

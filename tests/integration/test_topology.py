@@ -88,27 +88,33 @@ async def test_concurrent_writers_in_two_stores_are_all_kept(js) -> None:
     assert {f"writer_{i}" for i in range(40)} <= set(status.metrics)
 
 
+class StatusReads:
+    """Counts the status bucket's direct gets (``js.get_last_msg`` on ``KV_recordings``)."""
+
+    def __init__(self, js, monkeypatch) -> None:
+        self.count = 0
+        read = js.get_last_msg
+
+        async def counted(stream, *args, **kwargs):
+            self.count += stream == "KV_recordings"
+            return await read(stream, *args, **kwargs)
+
+        monkeypatch.setattr(js, "get_last_msg", counted)
+
+
 async def test_a_store_writes_its_next_update_without_reading_back(js, monkeypatch) -> None:
     store = await StatusStore.open(js)
-    reads = 0
-    read = js.get_last_msg
-
-    async def counted(stream, *args, **kwargs):
-        nonlocal reads
-        reads += stream == "KV_recordings"
-        return await read(stream, *args, **kwargs)
-
-    monkeypatch.setattr(js, "get_last_msg", counted)
+    reads = StatusReads(js, monkeypatch)
     recording_id = new_id()
     await store.advance(recording_id, RecordingStage.received)
     for stage in (RecordingStage.queued, RecordingStage.dispatched, RecordingStage.running):
         await store.advance(recording_id, stage)
-    assert reads == 2  # the first update learns the key is new (a direct get, confirmed by the leader)
+    assert reads.count == 2  # the first update learns the key is new (a direct get, confirmed by the leader)
 
     other = await StatusStore.open(js)
     await other.advance(recording_id, RecordingStage.transcribed)  # moves the revision on
     status = await store.advance(recording_id, RecordingStage.summarizing)
-    assert reads == 4  # the other store read once, and the refused write re-read the bucket once
+    assert reads.count == 4  # the other store read once, and the refused write re-read the bucket once
     assert set(status.timestamps) >= {"received", "queued", "dispatched", "running", "transcribed", "summarizing"}
     assert (await other.get(recording_id)).stage is RecordingStage.summarizing
 
@@ -119,28 +125,20 @@ async def test_a_status_read_for_update_is_the_base_of_the_next_write(js, monkey
     writer, reader = await StatusStore.open(js), await StatusStore.open(js)
     recording_id = new_id()
     await writer.advance(recording_id, RecordingStage.received)
-    reads = 0
-    read = js.get_last_msg
-
-    async def counted(stream, *args, **kwargs):
-        nonlocal reads
-        reads += stream == "KV_recordings"
-        return await read(stream, *args, **kwargs)
-
-    monkeypatch.setattr(js, "get_last_msg", counted)
+    reads = StatusReads(js, monkeypatch)
     assert (await reader.get(recording_id, for_update=True)).stage is RecordingStage.received
     await reader.advance(recording_id, RecordingStage.queued)
-    assert reads == 1  # the get; the write went out against the revision it read
+    assert reads.count == 1  # the get; the write went out against the revision it read
 
     await reader.get(recording_id, for_update=True)
     await writer.advance(recording_id, RecordingStage.dispatched)  # moves the revision on meanwhile
     status = await reader.advance(recording_id, RecordingStage.running)
-    assert reads == 4  # the get, the writer's refused write re-reading, the reader's refused write re-reading
+    assert reads.count == 4  # the get, the writer's refused write re-reading, the reader's refused write re-reading
     assert set(status.timestamps) >= {"received", "queued", "dispatched", "running"}
 
     await reader.get(recording_id)  # a plain read is not a base: the next write reads again
     await reader.advance(recording_id, RecordingStage.transcribed)
-    assert reads == 5  # the get; the write used the revision this store wrote last
+    assert reads.count == 5  # the get; the write used the revision this store wrote last
 
 
 async def test_status_and_tombstone_buckets_allow_direct_gets(js) -> None:
