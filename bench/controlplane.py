@@ -13,7 +13,9 @@ pipeline's own ceiling, not a transcription benchmark.
 Baseline measured in the same run: the wall time of transcribing one minute of speech with the
 real faster-whisper tiny.en on one core, against which the summed per-recording CPU of the
 control plane is reported as a fraction (target < 1 %). Replicas: 1 and 2 of each service
-(ingest, dispatcher, summarizer), uploads round-robin over the ingest replicas.
+(ingest, dispatcher, summarizer), uploads round-robin over the ingest replicas. The nats-server's
+message counts per recording (``/varz``, in and out) come with them: they do not move with the
+machine's load, so they show a saved round trip that CPU time on a shared box cannot.
 
     python bench/controlplane.py                      # 400 recordings, replicas 1 and 2, 3 rounds
     python bench/controlplane.py --recordings 200 --rounds 1 --replicas 1
@@ -112,10 +114,19 @@ class RunResult:
     recordings: int
     wall_s: float
     cpu_s: dict[str, float] = field(default_factory=dict)
+    nats_msgs: dict[str, int] = field(default_factory=dict)
+    """Messages into (``in``) and out of (``out``) the nats-server during the run, from its
+    ``/varz``: unlike CPU time on a shared machine, the same code gives the same count, so a
+    change that saves round trips shows even when the machine's noise hides its CPU."""
 
     @property
     def per_second(self) -> float:
         return self.recordings / self.wall_s
+
+
+def _nats_counts(monitor_url: str) -> dict[str, int]:
+    varz = httpx.get(f"{monitor_url}/varz", timeout=10).json()
+    return {"in": int(varz["in_msgs"]), "out": int(varz["out_msgs"])}
 
 
 def _cpu(pids: list[int]) -> float:
@@ -211,6 +222,7 @@ def run_once(replicas: int, count: int, audio: Path, workdir: Path, progress) ->
         pids = {p.name: p.pid for p in supervisor.processes}
         before = {name: _cpu([pid]) for name, pid in pids.items()}
         before_nats = _cpu([nats.pid])
+        msgs_before = _nats_counts(nats.monitor_url)
         task = progress.add_task(f"{replicas} replica(s): uploading", total=count)
         start = time.monotonic()
         asyncio.run(_upload_all(urls, audio, count, 32, progress, task))
@@ -223,7 +235,8 @@ def run_once(replicas: int, count: int, audio: Path, workdir: Path, progress) ->
             service = name.rsplit("-", 1)[0]
             cpu[service] = cpu.get(service, 0.0) + _cpu([pid]) - before[name]
         cpu["nats-server"] = _cpu([nats.pid]) - before_nats
-        return RunResult(replicas, count, wall, cpu)
+        msgs = {k: v - msgs_before[k] for k, v in _nats_counts(nats.monitor_url).items()}
+        return RunResult(replicas, count, wall, cpu, msgs)
     finally:
         supervisor.stop_all()
         sim.stop()
@@ -269,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "replicas",
         "recordings/s (mean, min-max)",
         "CPU ms per recording (by service)",
+        "NATS msgs in / out per recording",
         "CP / 1-min transcription",
     ):
         table.add_column(column)
@@ -278,11 +292,18 @@ def main(argv: list[str] | None = None) -> int:
         rates = [x.per_second for x in runs]
         per_service = {s: statistics.mean(x.cpu_s[s] for x in runs) * 1000 / args.recordings for s in runs[0].cpu_s}
         total_ms = sum(per_service.values())
-        summary[r] = {"rates": rates, "cpu_ms": per_service, "fraction_of_floor": total_ms / 1000 / floor_s}
+        msgs = {k: statistics.mean(x.nats_msgs[k] for x in runs) / args.recordings for k in ("in", "out")}
+        summary[r] = {
+            "rates": rates,
+            "cpu_ms": per_service,
+            "nats_msgs_per_recording": msgs,
+            "fraction_of_floor": total_ms / 1000 / floor_s,
+        }
         table.add_row(
             str(r),
             f"{statistics.mean(rates):.0f} ({min(rates):.0f}-{max(rates):.0f})",
             ", ".join(f"{s} {v:.2f}" for s, v in per_service.items()) + f" = {total_ms:.2f}",
+            f"{msgs['in']:.1f} / {msgs['out']:.1f}",
             f"{total_ms / 1000 / floor_s:.2%}",
         )
     console.print(table)
