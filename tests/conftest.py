@@ -8,6 +8,9 @@ recording ids and filter on them.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,6 +23,11 @@ from services.common.topology import ensure_topology
 from services.runtime.nats_server import EmbeddedNatsServer, find_nats_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGE = os.environ.get("KUBESCRIBE_TEST_IMAGE", "localhost/kubescribe:dev")
+"""The CPU image the image tests and the in-image pod test run: built once per session by
+:func:`image` unless ``KUBESCRIBE_TEST_IMAGE`` names one already built."""
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +43,22 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
     os.environ["KUBESCRIBE_NATS_URL"] = server.url
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    """``make image`` once per session (buildah's layer cache makes a rebuild cheap), for whichever
+    test needs it first: the image tests and the cluster's in-image pod test share it."""
+    if shutil.which("buildah") is None or shutil.which("mmdebstrap") is None:
+        pytest.skip("buildah and mmdebstrap are needed (.ci/run installs them)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mmdebstrap, buildah's chroot isolation and the read-only remount (as in CI)")
+    if os.environ.get("KUBESCRIBE_TEST_IMAGE") is None:
+        started = time.monotonic()
+        result = subprocess.run(["make", "-C", str(REPO), "image", f"IMAGE={IMAGE}"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        print(f"make image: {time.monotonic() - started:.0f}s")
+    return IMAGE
 
 
 @pytest.fixture(scope="session")

@@ -42,12 +42,17 @@ from tests.k8s._api import Loop, cond, list_jobs, patch_job_status
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("KUBESCRIBE_TEST_IMAGE", "kubescribe:test")
+IMAGE = os.environ.get("KUBESCRIBE_TEST_IMAGE", "localhost/kubescribe:dev")
+"""The image the tests build (``tests/conftest.py``'s ``image`` fixture): one name, so the in-image
+pod test runs the image the session built (it used to look for a tag nothing built, and skipped)."""
 
 
 def image_available(image: str = IMAGE) -> bool:
-    """Whether ``buildah run`` of the built image is possible here."""
-    if shutil.which("buildah") is None:
+    """Whether ``buildah run`` of an image named by ``KUBESCRIBE_TEST_IMAGE`` is possible here.
+
+    Only an image named on purpose moves every cluster test's pods into it: whatever a developer
+    built last is not picked up by accident. The in-image pod test asks for the image explicitly."""
+    if shutil.which("buildah") is None or os.environ.get("KUBESCRIBE_TEST_IMAGE") is None:
         return False
     probe = subprocess.run(["buildah", "inspect", "--type", "image", image], capture_output=True, check=False)
     return probe.returncode == 0

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.cluster.pod_runner import IMAGE, image_available
+from tests.cluster.pod_runner import IMAGE
 
 pytestmark = [pytest.mark.k8s]
 
@@ -105,8 +105,10 @@ async def test_a_failing_pod_is_retried_up_to_the_backoff_limit(make_cluster) ->
     assert log.count("attempt") == 2
 
 
-@pytest.mark.skipif(not image_available(), reason=f"no built image {IMAGE} (the image tests build it) or no buildah")
-async def test_in_the_built_image_the_pod_runs_as_its_user_with_its_volumes(make_cluster) -> None:
+@pytest.mark.slow
+async def test_in_the_built_image_the_pod_runs_as_its_user_with_its_volumes(make_cluster, image) -> None:
+    """``image``: the session's build (it skips without buildah or root, as the image tests do)."""
+    assert image == IMAGE
     job = _job(
         "image",
         'echo "uid=$(id -u) url=$KUBESCRIBE_NATS_URL" && touch /tmp/written && ls /tmp',

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +22,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("KUBESCRIBE_TEST_IMAGE", "localhost/kubescribe:dev")
 UID = 10001
 WRAPPER = 'cd /tmp; "$@"; echo $? > /tmp/.exit-code'
 
@@ -104,21 +99,6 @@ class Container:
 
 def _buildah(*args: str) -> str:
     return subprocess.run(["buildah", *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
-@pytest.fixture(scope="session")
-def image() -> str:
-    """``make image`` once per session (buildah's layer cache makes a rebuild cheap)."""
-    if shutil.which("buildah") is None or shutil.which("mmdebstrap") is None:
-        pytest.skip("buildah and mmdebstrap are needed (.ci/run installs them)")
-    if os.geteuid() != 0:
-        pytest.skip("needs root: mmdebstrap, buildah's chroot isolation and the read-only remount (as in CI)")
-    if os.environ.get("KUBESCRIBE_TEST_IMAGE") is None:
-        started = time.monotonic()
-        result = subprocess.run(["make", "-C", str(REPO), "image", f"IMAGE={IMAGE}"], capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        print(f"make image: {time.monotonic() - started:.0f}s")
-    return IMAGE
 
 
 @pytest.fixture(scope="session")
