@@ -128,9 +128,10 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 
 def _apply(writer: asyncio.StreamWriter, options: Iterable[SocketOption] | None) -> None:
     sock: socket.socket | None = writer.get_extra_info("socket")
+    if sock is None:
+        return
     for option in options or ():
-        if sock is not None:
-            sock.setsockopt(*option)
+        sock.setsockopt(*option)
 
 
 def asyncio_transport(*, limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> httpx.AsyncBaseTransport:
@@ -150,9 +151,3 @@ def asyncio_transport(*, limits: httpx.Limits, verify: ssl.SSLContext | bool = T
         network_backend=AsyncioBackend(),
     )
     return transport
-
-
-def uses_asyncio_backend(client: httpx.AsyncClient) -> bool:
-    """True when ``client``'s default transport reads through :class:`AsyncioBackend` (tests, logs)."""
-    pool = getattr(client._transport, "_pool", None)
-    return isinstance(getattr(pool, "_network_backend", None), AsyncioBackend)

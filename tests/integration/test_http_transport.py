@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.common.http_transport import AsyncioBackend, asyncio_transport, uses_asyncio_backend
+from services.common.http_transport import AsyncioBackend, asyncio_transport
 from services.common.openai_stream import read_completion_stream
 from services.common.settings import LlmSettings
 from services.runtime.processes import free_port
@@ -58,7 +58,8 @@ def _client(base: str, **kwargs) -> httpx.AsyncClient:
 
 def test_the_summarizer_client_reads_through_the_asyncio_backend() -> None:
     client = ChatClient(LlmSettings(base_url="http://127.0.0.1:9/v1"))
-    assert uses_asyncio_backend(client.http)
+    pool = client.http._transport._pool  # type: ignore[attr-defined]
+    assert isinstance(pool._network_backend, AsyncioBackend)
 
 
 async def test_a_stream_is_read_whole_and_its_connection_reused() -> None:
