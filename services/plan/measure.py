@@ -3,7 +3,7 @@
 Four numbers, each timed on the real code in one process per core at the same time (a slot's
 speed when every slot is busy, which is what a replay's backlog sees): ``local.spawn_s`` (a
 transcriber process starting, importing what ``services.transcriber`` imports and loading the
-model: what a warm slot hides), and ``local.per_file_s`` + ``local.rtf`` (a least-squares line
+model: what a warm slot hides), and ``local.per_file_s`` + ``local.rtf`` (a Theil–Sen line
 through the real :class:`services.transcriber.engine.Engine` transcribing espeak-ng clips of
 several lengths on one thread, after each process's first), and ``local.first_file_s`` (what a
 process's first transcription takes beyond that line). The result is a calibration file whose
@@ -53,6 +53,13 @@ reports it, which Linux derives from the boot time in whole seconds: every start
 second long (0.87 s on the machine it was found on, where starts of 0.85-1.0 s read 1.7-1.8 s),
 and the twin made every respawn under Poisson arrivals wait that much longer."""
 CLIP_SENTENCES = (1, 3, 6, 10)
+"""4.7–41 s of speech. A 14-sentence clip (58 s) was tried: it flattened the line (slope
+0.023–0.025 instead of 0.033–0.039), and in the replays on the stack long recordings then took
+1.16–1.67× what the line predicted (the twin −14 % to −30 % on the long workloads), against
+0.86–0.97× for the line through these four (3 rounds each, `transcribe_wall_s` of the replays). The
+engine inside a job on the stack is slower per second of long audio than the bare engine timed
+here, which a longer clip cannot show; the steeper line through shorter clips happens to cover
+most of that, and the grounding test checks that it still does."""
 
 
 def _clips(cache_dir: Path | None) -> list[Path]:
@@ -115,7 +122,7 @@ def measure(
     # A process's first transcription is slower (the model's first run: allocations, page faults):
     # 0.84 s for a 4.7 s clip that takes 0.60 s from then on. Every local job is a fresh process,
     # so the twin charges it once per job, and the line is fitted through the later clips only.
-    slope, intercept = np.polyfit(np.asarray(durations), np.asarray(times), 1)
+    slope, intercept = theil_sen(durations, times)
     first_extra = [t - (intercept + slope * d) for d, t in firsts]
     where = (
         f"measured here by `kubescribe plan measure` on {platform.node()} ({os.cpu_count()} cores, load average "
@@ -128,7 +135,8 @@ def measure(
         ),
         "local.per_file_s": Entry(
             max(0.0, float(intercept)),
-            f"{where}: intercept of a line through {len(times)} timed clips, each process's first left out ({spread})",
+            f"{where}: intercept of a Theil–Sen line through {len(times)} timed clips, each process's first left "
+            f"out ({spread}; audio s → s: {_points(durations, times)})",
             "s",
         ),
         "local.rtf": Entry(
@@ -140,6 +148,24 @@ def measure(
         ),
     }  # fmt: skip
     return Calibration({**Calibration.default().entries, **entries})
+
+
+def _points(xs: list[float], ys: list[float]) -> str:
+    return ", ".join(f"{x:.1f}→{y:.3f}" for x, y in sorted(zip(xs, ys, strict=True)))
+
+
+def theil_sen(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Slope and intercept of a line robust to a few slow points: the median of the pairwise
+    slopes, then the median residual. One clip slowed by a neighbour's burst tilts a least-squares
+    line through eight points; it barely moves these medians."""
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    i, j = np.triu_indices(len(x), k=1)
+    spread = x[j] - x[i]
+    usable = np.abs(spread) > 1e-9
+    if not usable.any():
+        raise PlanError("the calibration clips all have the same length: no line can be fitted")
+    slope = float(np.median((y[j] - y[i])[usable] / spread[usable]))
+    return slope, float(np.median(y - slope * x))
 
 
 def local_entries(calibration: Calibration) -> dict[str, dict[str, object]]:
