@@ -197,12 +197,15 @@ VARIANTS: dict[str, PromptSettings] = {
         )
     ),
     "legacy-prose": PromptSettings(instructions=LEGACY_INSTRUCTIONS, structured=False),
+    "focus-200": PromptSettings(focus_words=200),
 }
 """``default``: the shipped prompt and length budget (0.5 words per transcript word, in the
 grammar); ``budget-0.3`` / ``budget-0.4``: tighter budgets; ``fixed-caps``: the same
 prompt with only the fixed caps (the default before the budget); ``plain-json``: the old
 instructions asking for the same JSON (does the schema alone fix restating?); ``legacy-prose``:
-the old prompt and output, as reported."""
+the old prompt and output, as reported; ``focus-200``: the shipped prompt given only the ~200
+most informative words of a longer transcript (:mod:`services.summarizer.focus`): what a local
+stack serving the 0.5B uses (``ModelSpec.focus_words``)."""
 
 
 def load_items(limit: int | None = None, data: Path = DATA) -> list[dict]:

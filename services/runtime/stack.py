@@ -320,6 +320,8 @@ class EmbeddedStack:
             "KUBESCRIBE_STREAM_REPLICAS": str(len(self.nats_nodes)),
             "HF_HUB_OFFLINE": "1",
         }
+        if self.llm == "local" and self.local_spec.focus_words and "KUBESCRIBE_PROMPT_FOCUS_WORDS" not in os.environ:
+            env["KUBESCRIBE_PROMPT_FOCUS_WORDS"] = str(self.local_spec.focus_words)  # the model's own, measured
         env.update(self.extra_env)
         return env
 

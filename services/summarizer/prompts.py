@@ -133,11 +133,16 @@ def _split_oversized(pieces: Sequence[str], budget: int, builder: PromptBuilder)
     return out
 
 
+def split_sentences(text: str) -> list[str]:
+    """``text`` cut after each ``.``, ``!`` or ``?`` that ends a sentence (whitespace folded)."""
+    return [s for s in _SENTENCE_RE.split(" ".join(text.split())) if s.strip()]
+
+
 def transcript_pieces(transcript: Transcript) -> list[str]:
     """The units a transcript may be cut between: its segments, or its sentences when it has none."""
     if transcript.segments:
         return [segment.text for segment in transcript.segments]
-    return [s for s in _SENTENCE_RE.split(transcript.text) if s.strip()]
+    return split_sentences(transcript.text)
 
 
 def transcript_from_text(text: str, recording_id: str = "local") -> Transcript:

@@ -34,6 +34,7 @@ from services.common.errors import PermanentError
 from services.common.events import Priority
 from services.summarizer.client import ChatClient, ChatResult
 from services.summarizer.domain import SummaryOutcome, summarize_transcript
+from services.summarizer.focus import focus
 from services.summarizer.prompts import PromptBuilder
 from services.summarizer.render import render_markdown
 
@@ -307,7 +308,9 @@ async def summarize_structured(
     prompts = builder.prompts
     caps = LengthCaps.for_transcript(len(transcript.text.split()), prompts.summary_budget, client.settings.max_tokens)
     chat = _JsonChat(client, caps) if prompts.structured else client
-    outcome = await summarize_transcript(chat, builder, transcript, priority=priority)  # type: ignore[arg-type]
+    focused = focus(transcript.text, prompts.focus_words)
+    told = transcript if focused == transcript.text else transcript.model_copy(update={"text": focused, "segments": []})
+    outcome = await summarize_transcript(chat, builder, told, priority=priority)  # type: ignore[arg-type]
     if not prompts.structured:
         return StructuredOutcome(outcome, None)
     answer = outcome.text

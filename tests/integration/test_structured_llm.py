@@ -62,3 +62,18 @@ async def test_a_cut_off_answer_is_repaired_by_the_model(local_llm: LocalLlmServ
         )
     content = parse_content(repaired.text)
     assert content.title and content.key_points
+
+
+async def test_a_long_recording_reaches_the_model_as_its_informative_sentences(local_llm: LocalLlmServer) -> None:
+    """Small talk around the facts: the focused prompt is a fraction of the whole one, and the
+    answer is still a valid summary (its length budget follows the whole transcript)."""
+    chatter = "Can you all hear me? Yeah, sorry, I was on mute. Okay, great, thanks everyone. " * 12
+    long_meeting = chatter + MEETING.replace("\n", " ") + chatter
+    llm = LlmSettings(base_url=local_llm.base_url, model="local", temperature=0.0)
+    outcomes = {}
+    async with ChatClient(llm, retry=RetryPolicy(deadline_s=300)) as client:
+        for words in (0, 60):
+            builder = PromptBuilder(llm, PromptSettings(focus_words=words))
+            outcomes[words] = await summarize_structured(client, builder, transcript_from_text(long_meeting, "long"))
+    assert outcomes[60].outcome.tokens_in < 0.6 * outcomes[0].outcome.tokens_in
+    assert outcomes[60].content is not None and outcomes[60].content.key_points

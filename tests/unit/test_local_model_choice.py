@@ -74,6 +74,22 @@ def test_the_larger_model_reaches_the_llm_child_and_the_panel(tmp_path: Path) ->
     assert f"local llama.cpp model {MODELS['1.5b'].name}" in stack.describe()
 
 
+@pytest.mark.skipif(not llm_available(), reason="the llm extra is missing: pip install 'kubescribe[llm]'")
+def test_the_summarizer_focuses_for_the_0_5b_and_a_users_setting_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 0.5B keeps twice the facts of a long recording from its focused sentences; the 1.5B
+    and a gateway's models get the whole transcript (docs/summaries.md)."""
+    monkeypatch.delenv("KUBESCRIBE_PROMPT_FOCUS_WORDS", raising=False)
+    assert _stack(tmp_path, llm="local").child_env()["KUBESCRIBE_PROMPT_FOCUS_WORDS"] == "200"
+    assert "KUBESCRIBE_PROMPT_FOCUS_WORDS" not in _stack(tmp_path, llm="sim").child_env()
+    monkeypatch.setitem(MODELS, "plain", ModelSpec(DEFAULT_MODEL.name, DEFAULT_MODEL.packages, DEFAULT_MODEL.sha256,
+                                                   DEFAULT_MODEL.size))  # fmt: skip
+    assert "KUBESCRIBE_PROMPT_FOCUS_WORDS" not in _stack(tmp_path, llm="local", local_model="plain").child_env()
+    monkeypatch.setenv("KUBESCRIBE_PROMPT_FOCUS_WORDS", "0")
+    assert "KUBESCRIBE_PROMPT_FOCUS_WORDS" not in _stack(tmp_path, llm="local").child_env()  # the user's, inherited
+
+
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_llm_server_with_an_unknown_model_is_one_line_and_exit_1(
     how: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
