@@ -55,6 +55,25 @@ WORKLOADS = (
 TOLERANCE = 0.15
 
 
+def errors_by_number(rounds: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
+    """Each (workload, metric)'s relative errors over the rounds :func:`ground` returned, in order."""
+    errors: dict[tuple[str, str], list[float]] = {}
+    for result in rounds:
+        for row in result["workloads"]:
+            for metric, error in row["error"].items():
+                errors.setdefault((row["workload"], metric), []).append(error)
+    return errors
+
+
+def missed(errors: dict[tuple[str, str], list[float]], picked: list[int] | None = None) -> list[tuple[str, str]]:
+    """The numbers whose mean error (over ``picked`` rounds, default all) is beyond :data:`TOLERANCE`."""
+    return [
+        key
+        for key, values in errors.items()
+        if abs(statistics.fmean(values if picked is None else [values[i] for i in picked])) > TOLERANCE
+    ]
+
+
 def workload_trace(workload: Workload, seed: int) -> list[TraceItem]:
     return make_trace(
         workload.count,

@@ -18,10 +18,10 @@ import argparse
 import collections
 import random
 import re
-import statistics
 from pathlib import Path
 
-from loadgen.paper_ground import TOLERANCE, ground
+from loadgen.paper_ground import errors_by_number, ground, missed
+from services.plan.metrics import bootstrap
 
 
 def _seed(path: Path) -> int:
@@ -38,36 +38,35 @@ def main() -> None:
     parser.add_argument("--counts", default="2,3,4,5", help="rounds per simulated test run")
     parser.add_argument("--more", type=int, default=3, help="rounds the test adds when a mean misses (0: none)")
     args = parser.parse_args()
-    errors: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    results = []
     for path in args.rounds:
         result = ground(path, seed=_seed(path), reuse=True)
-        cells = []
-        for row in result["workloads"]:
-            for metric, error in row["error"].items():
-                errors[(row["workload"], metric)].append(error)
-            cells.append(f"{row['workload']} {row['error']['makespan_s']:+.0%}/{row['error']['jct_mean_s']:+.0%}")
+        results.append(result)
+        cells = [
+            f"{r['workload']} {r['error']['makespan_s']:+.0%}/{r['error']['jct_mean_s']:+.0%}"
+            for r in result["workloads"]
+        ]
         print(f"{path}: " + "  ".join(cells))
-    rounds = len(next(iter(errors.values())))
-    rng = random.Random(0)
+    errors = errors_by_number(results)
+    rounds = len(results)
     print(f"mean error over {rounds} rounds [95 % bootstrap interval]:")
     for (workload, metric), values in errors.items():
-        means = sorted(statistics.fmean(rng.choices(values, k=rounds)) for _ in range(args.draws // 4))
-        low, high = means[int(0.025 * len(means))], means[int(0.975 * len(means)) - 1]
-        print(f"  {workload} {metric}: {statistics.fmean(values):+.1%} [{low:+.1%}, {high:+.1%}]")
+        stats = bootstrap(values)
+        print(f"  {workload} {metric}: {stats['mean']:+.1%} [{stats['lo']:+.1%}, {stats['hi']:+.1%}]")
 
     def off(picked: list[int]) -> list[str]:
-        means = {f"{w} {m}": statistics.fmean(e[i] for i in picked) for (w, m), e in errors.items()}
-        return [name for name, mean in means.items() if abs(mean) > TOLERANCE]
+        return [f"{w} {m}" for w, m in missed(errors, picked)]
 
+    rng = random.Random(0)
     for count in (int(c) for c in args.counts.split(",")):
         culprits: collections.Counter[str] = collections.Counter()
         failed = extended = failed_after = 0
         for _ in range(args.draws):
             picked = [rng.randrange(rounds) for _ in range(count + args.more)]
-            missed = off(picked[:count])
-            failed += bool(missed)
-            culprits.update(missed)
-            if missed and args.more:
+            misses = off(picked[:count])
+            failed += bool(misses)
+            culprits.update(misses)
+            if misses and args.more:
                 extended += 1
                 failed_after += bool(off(picked))
         causes = f" ({', '.join(f'{k} {v / args.draws:.1%}' for k, v in culprits.items())})" if culprits else ""

@@ -59,10 +59,11 @@ def focus(text: str, words: int) -> str:
     sentences = split_sentences(text)
     if words <= 0 or sum(len(s.split()) for s in sentences) <= words:
         return text
+    scores = [information(s) for s in sentences]
     chosen: set[int] = set()
     used = 0
-    for index in sorted(range(len(sentences)), key=lambda i: -information(sentences[i])):
-        if chosen and information(sentences[index]) <= 0:
+    for index in sorted(range(len(sentences)), key=lambda i: -scores[i]):
+        if chosen and scores[index] <= 0:
             break  # small talk does not fill a budget that facts did not
         length = len(sentences[index].split())
         if chosen and used + length > words:
