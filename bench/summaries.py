@@ -13,6 +13,9 @@ summarizes every transcript through the summarizer's own path (:func:`summarize_
 - **compression**: words of the summary (Markdown markers dropped) / words of the transcript;
 - **invented numbers**: numbers in the summary that are not in the transcript (same normalisation,
   so "three" in the transcript allows 3 in the summary);
+- **copied**: the share of the summary's words that sit in a run of at least ``COPY_RUN`` (8)
+  words found verbatim in the transcript (Markdown, owners and due dates left out): a summary that
+  restates the transcript keeps facts by keeping its sentences, and recall alone would reward it;
 - **invented names**: capitalised words of the summary, not at the start of a line or sentence
   and not in a heading (titles are Title Case), that occur nowhere in the transcript (a
   heuristic, listed per row so a reader can check).
@@ -126,6 +129,33 @@ def fact_recall(facts: Iterable[dict], summary: str) -> tuple[int, list[str]]:
     return kept, lost
 
 
+COPY_RUN = 8
+"""Words in a row that make a copy: shorter shared runs are names, figures and common phrases
+("the end of the month"), which any faithful summary repeats."""
+_TOKEN_RE = re.compile(r"[a-z0-9]+(?:[.,'’][a-z0-9]+)*")
+_ACTION_EXTRAS_RE = re.compile(r"\*\*[^*]+\*\*|\(due [^)]*\)")
+
+
+def copied_share(summary: str, transcript: str, run: int = COPY_RUN) -> float:
+    """Share of the summary's words inside a ``run``-word sequence that the transcript contains verbatim.
+
+    Counted per line (a bullet), so a run never spans two points; headings are left out."""
+    said = _TOKEN_RE.findall(transcript.lower())
+    runs = {tuple(said[i : i + run]) for i in range(len(said) - run + 1)}
+    total = covered = 0
+    for line in summary.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        words = _TOKEN_RE.findall(_ACTION_EXTRAS_RE.sub(" ", line).lower())
+        inside = [False] * len(words)
+        for i in range(len(words) - run + 1):
+            if tuple(words[i : i + run]) in runs:
+                inside[i : i + run] = [True] * run
+        total += len(words)
+        covered += sum(inside)
+    return covered / total if total else 0.0
+
+
 def invented_numbers(summary: str, transcript: str) -> list[str]:
     """Numbers of the summary that the transcript does not contain (in digits or in words)."""
     allowed = numbers_in(transcript)
@@ -159,6 +189,7 @@ class Score:
     invented_numbers: list[str]
     invented_names: list[str]
     lost: list[str]
+    copied: float = 0.0
 
     @property
     def recall(self) -> float:
@@ -175,6 +206,7 @@ def score(item: dict, summary: str) -> Score:
         invented_numbers=invented_numbers(summary, item["text"]),
         invented_names=invented_names(summary, item["text"]),
         lost=lost,
+        copied=copied_share(summary, item["text"]),
     )
 
 
@@ -198,6 +230,8 @@ VARIANTS: dict[str, PromptSettings] = {
     ),
     "legacy-prose": PromptSettings(instructions=LEGACY_INSTRUCTIONS, structured=False),
     "focus-200": PromptSettings(focus_words=200),
+    "focus-200-512": PromptSettings(focus_words=200),
+    "focus-300-512": PromptSettings(focus_words=300),
 }
 """``default``: the shipped prompt and length budget (0.5 words per transcript word, in the
 grammar); ``budget-0.3`` / ``budget-0.4``: tighter budgets; ``fixed-caps``: the same
@@ -205,7 +239,14 @@ prompt with only the fixed caps (the default before the budget); ``plain-json``:
 instructions asking for the same JSON (does the schema alone fix restating?); ``legacy-prose``:
 the old prompt and output, as reported; ``focus-200``: the shipped prompt given only the ~200
 most informative words of a longer transcript (:mod:`services.summarizer.focus`): what a local
-stack serving the 0.5B uses (``ModelSpec.focus_words``)."""
+stack serving the 0.5B uses (``ModelSpec.focus_words``); ``focus-200-512`` / ``focus-300-512``: the
+same with 200 or 300 focused words and room for 512 answer tokens (:data:`LLM_OVERRIDES`)."""
+
+
+LLM_OVERRIDES: dict[str, dict] = {"focus-200-512": {"max_tokens": 512}, "focus-300-512": {"max_tokens": 512}}
+"""Arms that also change the LLM settings: ``*-512`` answers in up to 512 tokens
+(``KUBESCRIBE_LLM_MAX_TOKENS=512``), which at 256 cap a long transcript's summary at 3 key points,
+one decision and one action item (:meth:`LengthCaps.for_transcript`)."""
 
 
 def load_items(limit: int | None = None, data: Path = DATA) -> list[dict]:
@@ -231,7 +272,7 @@ async def run_arm(
     from services.summarizer.structured import StructuredSummaryError, summarize_structured
 
     done = {json.loads(line)["id"] for line in out.read_text().splitlines()} if out.exists() else set()
-    llm = LlmSettings(base_url=base_url, model=model_label)
+    llm = LlmSettings(base_url=base_url, model=model_label, **LLM_OVERRIDES.get(variant, {}))
     builder = PromptBuilder(llm, VARIANTS[variant])
     rows: list[dict] = []
     slots = asyncio.Semaphore(concurrency)
@@ -260,6 +301,7 @@ async def run_arm(
             "words_in": words_in(item["text"]),
             "words_out": words_in(text),
             "compression": round(s.compression, 3),
+            "copied": round(s.copied, 3),
             "invented_numbers": s.invented_numbers,
             "invented_names": s.invented_names,
             "requests": outcome.requests if outcome else 0,
@@ -293,6 +335,7 @@ def aggregate(rows: list[dict]) -> dict:
         "recall": sum(r["facts_kept"] for r in rows) / max(1, sum(r["facts_total"] for r in rows)),
         "compression_mean": sum(r["compression"] for r in rows) / max(1, len(rows)),
         "compression_max": max((r["compression"] for r in rows), default=0.0),
+        "copied": sum(r["copied"] for r in rows) / max(1, len(rows)),
         "invented_numbers": sum(len(r["invented_numbers"]) for r in rows),
         "invented_names": sum(len(r["invented_names"]) for r in rows),
         "parsed": sum(r["parsed"] for r in rows),
@@ -304,15 +347,15 @@ def aggregate(rows: list[dict]) -> dict:
 
 def table(arms: dict[tuple[str, str], list[dict]]) -> str:
     lines = [
-        "| model | prompt | transcripts | facts kept | words out/in (mean, max) | invented numbers | "
+        "| model | prompt | transcripts | facts kept | words out/in (mean, max) | copied | invented numbers | "
         "invented names | JSON valid | tokens/s | s per summary |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (model, variant), rows in arms.items():
         a = aggregate(rows)
         lines.append(
             f"| {model} | {variant} | {a['transcripts']} | {a['recall']:.0%} | "
-            f"{a['compression_mean']:.0%}, {a['compression_max']:.0%} | {a['invented_numbers']} | "
+            f"{a['compression_mean']:.0%}, {a['compression_max']:.0%} | {a['copied']:.0%} | {a['invented_numbers']} | "
             f"{a['invented_names']} | {a['parsed']}/{a['transcripts']} | {a['tokens_per_s']:.1f} | "
             f"{a['wall_s_mean']:.0f} |"
         )
@@ -361,8 +404,13 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in variants:
                     out = args.out / f"{label}-{variant}.jsonl"
                     asyncio.run(run_arm(server.base_url, label, variant, items, out, args.concurrency))
+    texts = {item["id"]: item["text"] for item in items}
     arms = {
-        (label, variant): [r for r in read_rows(args.out / f"{label}-{variant}.jsonl") if r["id"] in wanted_ids]
+        (label, variant): [
+            {"copied": copied_share(r["summary"], texts[r["id"]]), **r}  # rows from before the metric
+            for r in read_rows(args.out / f"{label}-{variant}.jsonl")
+            if r["id"] in wanted_ids
+        ]
         for label in models_wanted
         for variant in variants
     }

@@ -6,6 +6,7 @@ import pytest
 
 from bench.summaries import (
     DATA_SETS,
+    copied_share,
     fact_recall,
     invented_names,
     invented_numbers,
@@ -49,6 +50,17 @@ def test_invented_numbers_and_names() -> None:
     assert invented_names("# Outage\n- Tom and Sarah agreed on fixes with Tom", transcript) == ["Sarah"]
     assert invented_names("- Outage lasted long. Fixes agreed", transcript) == []  # sentence starts are not names
     assert invented_names("# Project Update\n- Tom agreed", transcript) == []  # nor Title Case headings
+
+
+def test_copied_counts_the_words_of_verbatim_runs_of_eight_or_more() -> None:
+    transcript = "Um, so basically the board approved a quarterly dividend of 22 cents per share, payable in November."
+    restated = "# Dividend\n\n- The board approved a quarterly dividend of 22 cents per share"
+    assert copied_share(restated, transcript) == 1.0
+    summarized = "# Dividend\n\n- Quarterly dividend of 22 cents approved, paid in November"
+    assert copied_share(summarized, transcript) == 0.0  # shared words, but no run of eight
+    half = "- The board approved a quarterly dividend of 22 cents\n- Paid out next month to every holder of shares"
+    assert copied_share(half, transcript) == pytest.approx(9 / 18)
+    assert copied_share("- [ ] Pay the dividend of 22 cents per share (**the board**, due November)", transcript) == 0.0
 
 
 def test_compression_counts_words_without_markdown() -> None:
