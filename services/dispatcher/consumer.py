@@ -112,6 +112,8 @@ class Held:
 class LiveJob:
     job: TranscriptionJob
     submitted_at: datetime = field(default_factory=utcnow)
+    admitted_at: datetime | None = None
+    """Set when the admission was not written on its own: the running write stamps it."""
 
 
 class Dispatcher:
@@ -425,10 +427,14 @@ class Dispatcher:
             return
         await self._jobs_store.put_state(event)
         mine = [r for r in live.job.recordings if self._owns(r.recording_id, event.job_id)]
-        if event.state in (JobState.admitted, JobState.running):
-            stage = RecordingStage.admitted if event.state is JobState.admitted else RecordingStage.running
+        if event.state is JobState.admitted and self.backend.waiting(event.job_id, JobState.running):
+            live.admitted_at = event.at  # already running: one status write for both stages
+        elif event.state in (JobState.admitted, JobState.running):
+            stages = [(RecordingStage.admitted, live.admitted_at)] if live.admitted_at else []
+            reached = RecordingStage.admitted if event.state is JobState.admitted else RecordingStage.running
+            stages.append((reached, None))
             for recording in mine:
-                await self._status.advance(recording.recording_id, stage)
+                await self._status.update(recording.recording_id, lambda s, st=stages: _reached(s, st))
             if event.state is JobState.running:
                 metrics.ADMISSION_WAIT.observe(max(0.0, (event.at - live.submitted_at).total_seconds()))
                 for recording in mine:
@@ -507,6 +513,13 @@ class Dispatcher:
 
         reason = f"recording {rid} not transcribed after {held.attempts} attempts: {reason}"
         await fail(held.msg, Failure(None, True, held.attempts, reason), report)
+
+
+def _reached(status: RecordingStatus, stages: list[tuple[RecordingStage, datetime | None]]) -> RecordingStatus:
+    """``status`` having reached each of ``stages`` (at its time, or now), in order."""
+    for stage, at in stages:
+        status.advance(stage, at)
+    return status
 
 
 def _new_status(event: AudioReceived) -> RecordingStatus:

@@ -17,7 +17,7 @@ from services.common.settings import DispatcherSettings, Settings
 from services.dispatcher.backends import JobBackend, create, known
 from services.dispatcher.backends.fake import FakeCluster, FakeJobBackend, FakeRun
 from services.dispatcher.backends.local import LocalJobBackend
-from services.dispatcher.domain import JobRecording, TranscriptionJob
+from services.dispatcher.domain import JobRecording, JobState, TranscriptionJob
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,3 +132,28 @@ async def test_fake_backend_without_a_runner_says_how_to_get_one() -> None:
     events = await _states(backend, 4)
     await backend.aclose()
     assert events[-1][1] == "failed" and "runner=transcriber_runner(js, engine)" in (events[-1][2] or "")
+
+
+async def test_the_stream_tells_which_later_states_of_a_job_are_already_queued() -> None:
+    """What lets the dispatcher write an admission and the start that follows it as one status revision."""
+    release = asyncio.Event()
+
+    async def handler(run: FakeRun) -> None:
+        await run.start()
+        await release.wait()
+
+    backend = FakeJobBackend(handler, slots=1)
+    job = _job()
+    await backend.submit(job)
+    stream = backend.watch()
+    seen = []
+    for _ in range(3):  # queued, admitted, running: all emitted before the first is read
+        await asyncio.sleep(0.05)
+        event = await anext(stream)
+        seen.append((event.state.value, backend.waiting(job.job_id, JobState.running)))
+    assert seen == [("queued", True), ("admitted", True), ("running", False)]
+    assert not backend.waiting(job.job_id, JobState.succeeded)
+    release.set()
+    assert (await anext(stream)).state is JobState.succeeded
+    assert not backend.waiting(job.job_id, JobState.succeeded) and not backend._waiting  # nothing left counted
+    await backend.aclose()

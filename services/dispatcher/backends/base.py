@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import ClassVar
 
@@ -26,6 +27,7 @@ class JobBackend(abc.ABC):
 
     def __init__(self) -> None:
         self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()
+        self._waiting: Counter[tuple[str, JobState]] = Counter()
         self._stream_closed = False
 
     # --- what each backend implements --------------------------------------------------------
@@ -70,11 +72,24 @@ class JobBackend(abc.ABC):
             event = await self._events.get()
             if event is None:
                 return
+            self._waiting[event.job_id, event.state] -= 1
+            if not self._waiting[event.job_id, event.state]:
+                del self._waiting[event.job_id, event.state]
             yield event
+
+    def waiting(self, job_id: str, state: JobState) -> bool:
+        """Whether an event of ``job_id`` reaching ``state`` is queued behind the one being handled.
+
+        Lets the dispatcher fold a state the job has already left into the next status write: a
+        local or fake job is admitted and running within a millisecond, and the two stamps cost
+        one revision of the recording's status instead of two (a put, its ack and, with the
+        transcriber writing at the same moment, often a refused compare-and-set and a re-read)."""
+        return self._waiting[job_id, state] > 0
 
     def _emit(self, job_id: str, state: JobState, **fields: object) -> JobEvent:
         """Report a state change; ``fields`` are the other :class:`JobEvent` fields (at, reason, ...)."""
         event = JobEvent(job_id=job_id, state=state, **fields)  # type: ignore[arg-type]
+        self._waiting[job_id, state] += 1
         self._events.put_nowait(event)
         return event
 
