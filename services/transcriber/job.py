@@ -95,7 +95,7 @@ async def run_job(
                 parent=recording.traceparent,
                 attributes=span_attributes(job, recording),
             )
-        status = await store.get(recording.recording_id)
+        status = await store.get(recording.recording_id, for_update=True)  # finish() writes it next
         if status is not None and status.stage in _DONE:
             outcome.skipped.append(recording.recording_id)
             continue
