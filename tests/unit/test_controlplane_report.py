@@ -1,0 +1,40 @@
+"""The control-plane bench's arithmetic (bench/controlplane.py): per-recording CPU, the kernel share
+and the CPU-bound ceiling that says whether more replicas or fewer milliseconds would help."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench.controlplane import RunResult, summarize
+
+
+def _run(wall_s: float, *, ingest: float, nats: float, kernel: float, client: float) -> RunResult:
+    return RunResult(
+        replicas=1,
+        recordings=100,
+        wall_s=wall_s,
+        cpu_s={"ingest": ingest, "nats-server": nats},
+        kernel_cpu_s=kernel,
+        harness_cpu_s={"upload client": client},
+        nats_msgs={"in": 4000, "out": 5000},
+    )
+
+
+def test_ceiling_counts_every_process_on_the_box() -> None:
+    runs = [
+        _run(2.0, ingest=1.0, nats=1.0, kernel=0.5, client=0.5),
+        _run(2.0, ingest=1.2, nats=0.8, kernel=1.0, client=0.5),
+    ]
+    row = summarize(runs, [1], 100, floor_s=2.0)[1]
+    assert row["cpu_ms"] == pytest.approx({"ingest": 11.0, "nats-server": 9.0})
+    assert row["harness_cpu_ms"] == pytest.approx({"upload client": 5.0})
+    assert row["kernel_share"] == pytest.approx(0.375)
+    assert row["cores_busy"] == pytest.approx(1.25)
+    cores = os.cpu_count() or 1
+    assert row["ceiling_per_s"] == pytest.approx(cores * 1000 / 25.0)
+    assert row["ceiling_without_harness_per_s"] == pytest.approx(cores * 1000 / 20.0)
+    assert row["fraction_of_floor"] == pytest.approx(0.01)
+    assert row["nats_msgs_per_recording"] == {"in": 40.0, "out": 50.0}
+    assert row["rate_interval"]["mean"] == pytest.approx(50.0)
