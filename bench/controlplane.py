@@ -7,8 +7,10 @@ the audio object, writes the transcript object and status, publishes TranscriptR
 summarizer service (prompt, streamed chat completion, summary object, SummaryReady) and the vLLM
 simulator's HTTP path. What is replaced: faster-whisper by an engine that returns a fixed text at
 once (:class:`InstantEngine`), the job backend by the in-memory fake (no process or pod per job),
-and the LLM by the simulator at zero TTFT/ITL with 8 output tokens. So the numbers are the
-pipeline's own ceiling, not a transcription benchmark.
+and the LLM by the simulator at zero TTFT/ITL answering ``--summary-tokens`` tokens (default 8; the
+summarizer's own default of 256 applies otherwise, and reading that stream costs the summarizer
+more than all its other work per recording, see ``bench/summarizer_stream.py``). So the numbers
+are the pipeline's own ceiling, not a transcription benchmark.
 
 Baseline measured in the same run: the wall time of transcribing one minute of speech with the
 real faster-whisper tiny.en on one core, against which the summed per-recording CPU of the
@@ -21,6 +23,7 @@ busy" (all CPU over the wall time) says whether the box's cores, not a wait, set
 
     python bench/controlplane.py                      # 400 recordings, replicas 1 and 2, 3 rounds
     python bench/controlplane.py --recordings 200 --rounds 1 --replicas 1
+    python bench/controlplane.py --replicas 1 --summary-tokens 8,256   # how the summary's length moves it
 """
 
 from __future__ import annotations
@@ -111,6 +114,18 @@ async def _dispatcher_role() -> None:
 # --------------------------------------------------------------------------- one run
 
 
+@dataclass(frozen=True)
+class Arm:
+    """One configuration the rounds alternate: replicas of each service, tokens per summary."""
+
+    replicas: int
+    summary_tokens: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.replicas} replica(s), {self.summary_tokens} tokens"
+
+
 @dataclass
 class RunResult:
     replicas: int
@@ -128,6 +143,13 @@ class RunResult:
     """Messages into (``in``) and out of (``out``) the nats-server during the run, from its
     ``/varz``: unlike CPU time on a shared machine, the same code gives the same count, so a
     change that saves round trips shows even when the machine's noise hides its CPU."""
+    summary_tokens: int = 256
+    """Output tokens the summarizer asked the simulator for (``KUBESCRIBE_LLM_MAX_TOKENS``); records
+    written before the field existed ran at the summarizer's default, 256."""
+
+    @property
+    def arm(self) -> Arm:
+        return Arm(self.replicas, self.summary_tokens)
 
     @property
     def per_second(self) -> float:
@@ -184,8 +206,9 @@ async def _upload_all(urls: list[str], audio: Path, count: int, concurrency: int
             await client.aclose()
 
 
-def run_once(replicas: int, count: int, audio: Path, workdir: Path, progress) -> RunResult:
-    data_dir = Path(tempfile.mkdtemp(prefix=f"cp-{replicas}-", dir=workdir))
+def run_once(arm: Arm, count: int, audio: Path, workdir: Path, progress) -> RunResult:
+    replicas = arm.replicas
+    data_dir = Path(tempfile.mkdtemp(prefix=f"cp-{replicas}-{arm.summary_tokens}-", dir=workdir))
     nats = EmbeddedNatsServer(data_dir / "nats")
     supervisor = Supervisor(sink=lambda name, line: None, log_dir=data_dir / "logs")
     sim = SimLlmServer(SimConfig(model="kubescribe-sim", default_max_tokens=8, max_num_seqs=256), isolated=True)
@@ -199,6 +222,7 @@ def run_once(replicas: int, count: int, audio: Path, workdir: Path, progress) ->
             "KUBESCRIBE_DATA_DIR": str(data_dir),
             "KUBESCRIBE_METRICS_PORT": "0",
             "KUBESCRIBE_LOG_LEVEL": "WARNING",
+            "KUBESCRIBE_LLM_MAX_TOKENS": str(arm.summary_tokens),
             "KUBESCRIBE_SUMMARIZER_CONCURRENCY": "64",
             "KUBESCRIBE_INGEST_MAX_IN_FLIGHT": "1000000",  # throughput, not admission control, is measured
             "PYTHONPATH": str(REPO),
@@ -238,7 +262,7 @@ def run_once(replicas: int, count: int, audio: Path, workdir: Path, progress) ->
         harness_pids = {"upload client": os.getpid(), "llm simulator": sim.pid}
         before_harness = {name: _cpu([pid]) for name, pid in harness_pids.items() if pid is not None}
         msgs_before = _nats_counts(nats.monitor_url)
-        task = progress.add_task(f"{replicas} replica(s): uploading", total=count)
+        task = progress.add_task(f"{arm.label}: uploading", total=count)
         start = time.monotonic()
         asyncio.run(_upload_all(urls, audio, count, 32, progress, task))
         nats_settings = NatsSettings(url=nats.url)
@@ -253,7 +277,7 @@ def run_once(replicas: int, count: int, audio: Path, workdir: Path, progress) ->
         kernel = _cpu(control_plane_pids, kernel_only=True) - before_kernel
         harness = {name: _cpu([harness_pids[name]]) - spent for name, spent in before_harness.items()}
         msgs = {k: v - msgs_before[k] for k, v in _nats_counts(nats.monitor_url).items()}
-        return RunResult(replicas, count, wall, cpu, kernel, harness, msgs)
+        return RunResult(replicas, count, wall, cpu, kernel, harness, msgs, arm.summary_tokens)
     finally:
         supervisor.stop_all()
         sim.stop()
@@ -273,12 +297,12 @@ def transcription_floor(audio_dir: Path) -> float:
 
 
 def _ms_per_recording(cpu_by_run: list[dict[str, float]], recordings: int) -> dict[str, float]:
-    """Mean CPU milliseconds per recording of each process, over the runs of one replica count."""
+    """Mean CPU milliseconds per recording of each process, over the runs of one arm."""
     return {name: statistics.mean(run[name] for run in cpu_by_run) * 1000 / recordings for name in cpu_by_run[0]}
 
 
-def summarize(results: list[RunResult], replicas: list[int], recordings: int, floor_s: float) -> dict[int, dict]:
-    """Per replica count: rates, CPU per recording by process, kernel share, cores busy, the ceiling.
+def summarize(results: list[RunResult], arms: list[Arm], recordings: int, floor_s: float) -> dict[str, dict]:
+    """Per arm (replicas, summary tokens): rates, CPU per recording by process, kernel share, cores busy, the ceiling.
 
     The ceiling is the rate at which this box's cores would be used up by the CPU a recording
     costs here (``cores × 1000 / ms``), with and without the harness on the same cores: when
@@ -286,13 +310,15 @@ def summarize(results: list[RunResult], replicas: list[int], recordings: int, fl
     higher rate is fewer milliseconds per recording, not more replicas.
     """
     summary = {}
-    for r in replicas:
-        runs = [x for x in results if x.replicas == r]
+    for arm in arms:
+        runs = [x for x in results if x.arm == arm]
         per_service = _ms_per_recording([x.cpu_s for x in runs], recordings)
         harness = _ms_per_recording([x.harness_cpu_s for x in runs], recordings)
         total_ms = sum(per_service.values())
         cores = os.cpu_count() or 1
-        summary[r] = {
+        summary[arm.label] = {
+            "replicas": arm.replicas,
+            "summary_tokens": arm.summary_tokens,
             "rates": [x.per_second for x in runs],
             "rate_interval": interval([x.per_second for x in runs]),
             "control_plane_ms_interval": interval([sum(x.cpu_s.values()) * 1000 / recordings for x in runs]),
@@ -312,21 +338,21 @@ def summarize(results: list[RunResult], replicas: list[int], recordings: int, fl
     return summary
 
 
-def print_report(summary: dict[int, dict], recordings: int, rounds: int, floor_s: float) -> None:
+def print_report(summary: dict[str, dict], recordings: int, rounds: int, floor_s: float) -> None:
     """Two tables: what the pipeline did, and what each process spent per recording."""
     cores = os.cpu_count()
     rates = Table(title=f"control plane: {recordings} recordings per run, {rounds} round(s), {cores} cores")
     for column in (
-        "replicas",
+        "replicas, tokens per summary",
         "recordings/s (mean [95 % CI])",
         "cores busy",
         "CPU-bound ceiling/s",
         "NATS msgs in / out",
     ):
         rates.add_column(column)
-    for r, row in summary.items():
+    for label, row in summary.items():
         rates.add_row(
-            str(r),
+            label,
             format_interval(row["rate_interval"], ".0f"),
             f"{row['cores_busy']:.2f} of {cores}",
             f"{row['ceiling_per_s']:.0f} ({row['ceiling_without_harness_per_s']:.0f} without the harness)",
@@ -335,8 +361,8 @@ def print_report(summary: dict[int, dict], recordings: int, rounds: int, floor_s
     console.print(rates)
     cpu = Table(title="CPU ms per recording")
     cpu.add_column("process")
-    for r in summary:
-        cpu.add_column(f"{r} replica(s)", justify="right")
+    for label in summary:
+        cpu.add_column(label, justify="right")
     first = next(iter(summary.values()))
     for name in first["cpu_ms"]:
         cpu.add_row(name, *(f"{row['cpu_ms'][name]:.2f}" for row in summary.values()))
@@ -350,11 +376,11 @@ def print_report(summary: dict[int, dict], recordings: int, rounds: int, floor_s
         cpu.add_row(f"harness: {name}", *(f"{row['harness_cpu_ms'][name]:.2f}" for row in summary.values()))
     console.print(cpu)
     console.print(f"baseline: tiny.en transcribes one minute of speech in {floor_s:.2f} s on one core (same run)")
-    replicas = list(summary)
-    base = statistics.mean(summary[replicas[0]]["rates"])
-    for r in replicas[1:]:
+    labels = list(summary)
+    base = statistics.mean(summary[labels[0]]["rates"])
+    for label in labels[1:]:
         console.print(
-            f"throughput ratio {r} vs {replicas[0]} replica(s): {statistics.mean(summary[r]['rates']) / base:.2f}x"
+            f"throughput ratio {label} vs {labels[0]}: {statistics.mean(summary[label]['rates']) / base:.2f}x"
         )
 
 
@@ -363,13 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recordings", type=int, default=400)
     parser.add_argument("--replicas", default="1,2")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--summary-tokens", default="8", help="tokens the stand-in LLM answers per summary (a comma list alternates)"
+    )
     parser.add_argument("--role", choices=["dispatcher"], help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the raw results here")
     args = parser.parse_args(argv)
     if args.role == "dispatcher":
         asyncio.run(_dispatcher_role())
         return 0
-    replicas = [int(r) for r in args.replicas.split(",")]
+    arms = [Arm(int(r), int(t)) for r in args.replicas.split(",") for t in args.summary_tokens.split(",")]
     with tempfile.TemporaryDirectory(prefix="kubescribe-cp-") as tmp:
         workdir = Path(tmp)
         audio = workdir / "one-second.wav"
@@ -377,10 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         floor_s = transcription_floor(workdir)
         results: list[RunResult] = []
         with Progress(console=console, transient=True) as progress:
-            for _ in range(args.rounds):  # interleaved: machine noise hits both replica counts alike
-                for r in replicas:
-                    results.append(run_once(r, args.recordings, audio, workdir, progress))
-    summary = summarize(results, replicas, args.recordings, floor_s)
+            for _ in range(args.rounds):  # interleaved: machine noise hits every arm alike
+                for arm in arms:
+                    results.append(run_once(arm, args.recordings, audio, workdir, progress))
+    summary = summarize(results, arms, args.recordings, floor_s)
     print_report(summary, args.recordings, args.rounds, floor_s)
     if args.json:
         args.json.write_text(

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from bench.controlplane import RunResult, summarize
+from bench.controlplane import Arm, RunResult, summarize
 
 
 def _run(wall_s: float, *, ingest: float, nats: float, kernel: float, client: float) -> RunResult:
@@ -19,6 +19,7 @@ def _run(wall_s: float, *, ingest: float, nats: float, kernel: float, client: fl
         kernel_cpu_s=kernel,
         harness_cpu_s={"upload client": client},
         nats_msgs={"in": 4000, "out": 5000},
+        summary_tokens=8,
     )
 
 
@@ -27,7 +28,13 @@ def test_ceiling_counts_every_process_on_the_box() -> None:
         _run(2.0, ingest=1.0, nats=1.0, kernel=0.5, client=0.5),
         _run(2.0, ingest=1.2, nats=0.8, kernel=1.0, client=0.5),
     ]
-    row = summarize(runs, [1], 100, floor_s=2.0)[1]
+    other_arm = RunResult(
+        1, 100, 1.0, {"ingest": 9.0, "nats-server": 9.0}, 1.0, {"upload client": 1.0}, {"in": 1, "out": 1}
+    )
+    summary = summarize([*runs, other_arm], [Arm(1, 8), Arm(1, 256)], 100, floor_s=2.0)
+    assert list(summary) == ["1 replica(s), 8 tokens", "1 replica(s), 256 tokens"]
+    assert summary["1 replica(s), 256 tokens"]["rates"] == [100.0]  # a record without the field ran at 256
+    row = summary["1 replica(s), 8 tokens"]
     assert row["cpu_ms"] == pytest.approx({"ingest": 11.0, "nats-server": 9.0})
     assert row["harness_cpu_ms"] == pytest.approx({"upload client": 5.0})
     assert row["kernel_share"] == pytest.approx(0.375)
