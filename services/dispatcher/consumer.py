@@ -425,7 +425,8 @@ class Dispatcher:
         live = self.jobs.get(event.job_id)
         if live is None:
             return
-        await self._jobs_store.put_state(event)
+        if not self.backend.superseded(event.job_id):  # only the last state is kept: a queued one overwrites it
+            await self._jobs_store.put_state(event)
         mine = [r for r in live.job.recordings if self._owns(r.recording_id, event.job_id)]
         if event.state is JobState.admitted and self.backend.waiting(event.job_id, JobState.running):
             live.admitted_at = event.at  # already running: one status write for both stages

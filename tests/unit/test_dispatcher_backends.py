@@ -150,10 +150,11 @@ async def test_the_stream_tells_which_later_states_of_a_job_are_already_queued()
     for _ in range(3):  # queued, admitted, running: all emitted before the first is read
         await asyncio.sleep(0.05)
         event = await anext(stream)
-        seen.append((event.state.value, backend.waiting(job.job_id, JobState.running)))
-    assert seen == [("queued", True), ("admitted", True), ("running", False)]
+        seen.append((event.state.value, backend.waiting(job.job_id, JobState.running), backend.superseded(job.job_id)))
+    assert seen == [("queued", True, True), ("admitted", True, True), ("running", False, False)]
     assert not backend.waiting(job.job_id, JobState.succeeded)
     release.set()
     assert (await anext(stream)).state is JobState.succeeded
     assert not backend.waiting(job.job_id, JobState.succeeded) and not backend._waiting  # nothing left counted
+    assert not backend.superseded(job.job_id) and not backend._waiting_per_job
     await backend.aclose()

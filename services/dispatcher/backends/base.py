@@ -28,6 +28,7 @@ class JobBackend(abc.ABC):
     def __init__(self) -> None:
         self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()
         self._waiting: Counter[tuple[str, JobState]] = Counter()
+        self._waiting_per_job: Counter[str] = Counter()
         self._stream_closed = False
 
     # --- what each backend implements --------------------------------------------------------
@@ -75,6 +76,9 @@ class JobBackend(abc.ABC):
             self._waiting[event.job_id, event.state] -= 1
             if not self._waiting[event.job_id, event.state]:
                 del self._waiting[event.job_id, event.state]
+            self._waiting_per_job[event.job_id] -= 1
+            if not self._waiting_per_job[event.job_id]:
+                del self._waiting_per_job[event.job_id]
             yield event
 
     def waiting(self, job_id: str, state: JobState) -> bool:
@@ -86,10 +90,20 @@ class JobBackend(abc.ABC):
         transcriber writing at the same moment, often a refused compare-and-set and a re-read)."""
         return self._waiting[job_id, state] > 0
 
+    def superseded(self, job_id: str) -> bool:
+        """Whether any later event of ``job_id`` is queued behind the one being handled.
+
+        What is kept of a job's state is its last one (the ``jobs`` bucket's ``<job_id>.state``,
+        for ``kubescribe jobs``): a state a queued event overwrites a moment later need not be
+        written at all. A local or fake job is queued, admitted and running before the first of
+        the three is handled, so two puts and their acks per job are saved there."""
+        return self._waiting_per_job[job_id] > 0
+
     def _emit(self, job_id: str, state: JobState, **fields: object) -> JobEvent:
         """Report a state change; ``fields`` are the other :class:`JobEvent` fields (at, reason, ...)."""
         event = JobEvent(job_id=job_id, state=state, **fields)  # type: ignore[arg-type]
         self._waiting[job_id, state] += 1
+        self._waiting_per_job[job_id] += 1
         self._events.put_nowait(event)
         return event
 
