@@ -68,6 +68,19 @@ async def get_bytes(js: JetStreamContext, ref: ObjectRef) -> bytes:
     return bytes(result.data or b"")
 
 
+async def get_stored(js: JetStreamContext, bucket: str, name: str) -> tuple[ObjectRef, bytes] | None:
+    """A document stored under a known name and the reference :func:`put_bytes` returned for it
+    (size and SHA-256 of the content), or ``None`` when nothing is stored there.
+
+    For a stage that stores under a deterministic name (the recording id) and, redelivered after
+    a crash, must tell whether its earlier attempt got as far as storing."""
+    try:
+        data = await get_bytes(js, ObjectRef(bucket=bucket, name=name))
+    except MissingObjectError:
+        return None
+    return ObjectRef(bucket=bucket, name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest()), data
+
+
 async def get_to_file(js: JetStreamContext, ref: ObjectRef, path: Path) -> int:
     """Stream an object to ``path`` chunk by chunk (bounded memory); returns its size in bytes."""
     small = await _read_single_chunk(js, ref)

@@ -13,9 +13,12 @@ and calls :meth:`Summarizer.report` for the ones it gives up on:
 At-least-once delivery makes every step idempotent:
 
 - a recording whose status is already ``summarized`` is acked without a gateway call;
-- the summary reference is written to the status *before* ``SummaryReady`` is published and
-  the stage moves to ``summarized`` only after, so a crash in between republishes the stored
-  summary on redelivery instead of asking the LLM again.
+- the summary is stored under the recording's id *before* ``SummaryReady`` is published, and
+  the stage moves to ``summarized`` (with the summary's reference) only after: a redelivery
+  that finds the stage already ``summarizing`` (an earlier attempt began) looks for that
+  stored summary and republishes it instead of asking the LLM again. Looking costs a read on
+  redelivery only; the status write that used to record the reference in between cost every
+  recording a compare-and-set, its ack and a watch delivery to every ingest.
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ from pydantic import ValidationError
 
 from services.common.documents import Summary, Transcript
 from services.common.errors import InvalidEventError, PermanentError
-from services.common.events import Stage, SummaryReady, TranscriptReady, parse_event, recording_id_of
+from services.common.events import ObjectRef, Stage, SummaryReady, TranscriptReady, parse_event, recording_id_of
 from services.common.ids import fixed_event_id
 from services.common.inflight import Failure
 from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
-from services.common.storage import get_bytes, put_bytes
+from services.common.storage import get_bytes, get_stored, put_bytes
 from services.common.telemetry import StageSpan, extract_context, record_span, tracer
 from services.common.tombstones import is_deleted
 from services.common.topology import SUMMARIES_BUCKET
@@ -82,6 +85,7 @@ class Summarizer:
 
         store = await self.store()
         status = await store.get(event.recording_id, for_update=True)  # to_summarizing writes it next
+        began_before = status is not None and status.stage is RecordingStage.summarizing
         if status is not None and status.stage is RecordingStage.summarized:
             logger.debug("recording %s already summarized: ack without a gateway call", event.recording_id)
             metrics.OUTCOMES.labels("duplicate").inc()
@@ -118,27 +122,16 @@ class Summarizer:
         token = otel_context.attach(parent)
         try:
             with tracer(__name__).start_as_current_span("summarize", attributes=attributes):
-                if status.summary is not None:  # stored, but SummaryReady may not have gone out
-                    summary = Summary.model_validate_json(await get_bytes(self.js, status.summary))
-                    await self._announce(event, summary, status.summary)
+                stored = await self._stored_summary(event.recording_id, status) if began_before else None
+                if stored is not None:  # stored, but SummaryReady may not have gone out
+                    ref, data = stored
+                    await self._announce(event, Summary.model_validate_json(data), ref)
                     metrics.OUTCOMES.labels("republished").inc()
                     return Outcome("republished", event.recording_id)
                 summary = await self._summarize(event, attributes, parent)  # the span records a failure
                 if await is_deleted(self.js, event.recording_id):  # deleted while summarizing: write nothing
                     return Outcome("deleted", event.recording_id)
                 ref = await put_bytes(self.js, SUMMARIES_BUCKET, event.recording_id, summary.model_dump_json().encode())
-                await store.advance(
-                    event.recording_id,
-                    RecordingStage.summarizing,
-                    summary=ref,
-                    metrics={
-                        "ttft_s": summary.ttft_s,
-                        "generation_s": summary.generation_s,
-                        "tokens_in": float(summary.tokens_in),
-                        "tokens_out": float(summary.tokens_out),
-                        "llm_requests": float(summary.requests),
-                    },
-                )
                 await self._announce(event, summary, ref)
         finally:
             otel_context.detach(token)
@@ -256,8 +249,16 @@ class Summarizer:
         metrics.TOKENS.labels("out").inc(outcome.tokens_out)
         metrics.REQUESTS.inc(outcome.attempts)
 
-    async def _announce(self, event: TranscriptReady, summary: Summary, ref) -> None:
-        """Publish ``SummaryReady`` (with the current trace context), then mark the recording summarized."""
+    async def _stored_summary(self, recording_id: str, status: RecordingStatus) -> tuple[ObjectRef, bytes] | None:
+        """What an earlier attempt stored: by the status's reference (written so before this
+        version), else under the recording's id; ``None`` when it did not get that far."""
+        if status.summary is not None:
+            return status.summary, await get_bytes(self.js, status.summary)
+        return await get_stored(self.js, SUMMARIES_BUCKET, recording_id)
+
+    async def _announce(self, event: TranscriptReady, summary: Summary, ref: ObjectRef) -> None:
+        """Publish ``SummaryReady`` (with the current trace context), then mark the recording
+        summarized, with the summary's reference and what its completion cost."""
         await publish_event(
             self.js,
             SummaryReady(
@@ -275,4 +276,15 @@ class Summarizer:
             ),
         )
         store = await self.store()
-        await store.advance(event.recording_id, RecordingStage.summarized, summary=ref)
+        await store.advance(
+            event.recording_id,
+            RecordingStage.summarized,
+            summary=ref,
+            metrics={
+                "ttft_s": summary.ttft_s,
+                "generation_s": summary.generation_s,
+                "tokens_in": float(summary.tokens_in),
+                "tokens_out": float(summary.tokens_out),
+                "llm_requests": float(summary.requests),
+            },
+        )

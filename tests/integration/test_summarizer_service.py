@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -17,11 +19,12 @@ from services.common.events import Priority, RecordingFailed, SummaryReady, Tran
 from services.common.ids import new_id
 from services.common.inflight import MAX_DELIVER
 from services.common.messaging import publish_event
+from services.common.nats_client import connect
 from services.common.settings import LlmSettings, NatsSettings, Settings, SummarizerSettings
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import get_bytes, put_bytes
 from services.common.telemetry import StageSpan, setup_telemetry
-from services.common.topology import SUMMARIES_STREAM, TRANSCRIPTS_BUCKET, TRANSCRIPTS_STREAM
+from services.common.topology import STATUS_BUCKET, SUMMARIES_STREAM, TRANSCRIPTS_BUCKET, TRANSCRIPTS_STREAM
 from services.runtime.processes import wait_until_async
 from services.runtime.sim import SimConfig, SimLlmServer
 from services.summarizer.app import serve
@@ -67,8 +70,9 @@ async def _submit(
     text: str = "We discussed the budget for the new office and agreed to hire two engineers.",
     *,
     trace: str | None = None,
+    recording_id: str | None = None,
 ) -> tuple[str, TranscriptReady]:
-    recording_id = new_id()
+    recording_id = recording_id or new_id()
     store = await StatusStore.open(js)
     await store.update(
         recording_id,
@@ -290,3 +294,57 @@ async def test_a_crash_after_summary_ready_republishes_the_same_event(js, nats_s
     events = await stored_events(js, SummaryReady.SUBJECT, SummaryReady, recording_id, stream=SUMMARIES_STREAM)
     assert len(events) == 1, [e.id for e in events]
     assert sim.engine is not None and sim.engine.requests == 1  # the stored summary, not a second call
+
+
+async def test_a_crash_after_storing_the_summary_republishes_it_without_a_second_llm_call(
+    js, nats_settings, monkeypatch
+) -> None:
+    """Killed between storing the summary and publishing SummaryReady: the redelivery finds the
+    stage already ``summarizing``, reads the summary stored under the recording's id and announces
+    it, with the same reference and metrics as an uninterrupted run, and asks the LLM nothing."""
+    import services.summarizer.consumer as consumer
+
+    announce = consumer.publish_event
+    crashes: list[str] = []
+
+    async def crash_once_before_summary_ready(js_, event, *args, **kwargs):
+        if isinstance(event, SummaryReady) and not crashes:
+            crashes.append(event.recording_id)
+            raise RuntimeError("killed after storing the summary")  # the boundary naks: redelivered
+        return await announce(js_, event, *args, **kwargs)
+
+    monkeypatch.setattr(consumer, "publish_event", crash_once_before_summary_ready)
+    with SimLlmServer(SimConfig(model="m")) as sim:
+        async with running(_settings(nats_settings, sim)):
+            recording_id, _ = await _submit(js)
+            status = await _wait_done(js, recording_id, timeout=60)
+    assert crashes == [recording_id] and status.stage is RecordingStage.summarized
+    assert sim.engine is not None and sim.engine.requests == 1  # the stored summary, not a second call
+    events = await stored_events(js, SummaryReady.SUBJECT, SummaryReady, recording_id, stream=SUMMARIES_STREAM)
+    assert len(events) == 1 and events[0].summary == status.summary
+    stored = await get_bytes(js, status.summary)
+    assert status.summary.size == len(stored) and status.summary.sha256 == hashlib.sha256(stored).hexdigest()
+    assert status.metrics["llm_requests"] == 1 and status.metrics["tokens_out"] > 0
+
+
+async def test_a_summary_costs_one_status_write_per_stage(js, nats_settings) -> None:
+    """``summarizing`` when the work starts and ``summarized`` with the reference at the end: no
+    write in between (each costs a compare-and-set, its ack and a delivery to every ingest's watch)."""
+    with SimLlmServer(SimConfig(model="m")) as sim:
+        async with running(_settings(nats_settings, sim)):
+            recording_id = new_id()
+            stages: list[str] = []
+
+            async def record(msg) -> None:
+                stages.append(json.loads(msg.data)["stage"])
+
+            nc = await connect(nats_settings)
+            await nc.subscribe(f"$KV.{STATUS_BUCKET}.{recording_id}", cb=record)
+            try:
+                await _submit(js, recording_id=recording_id)
+                status = await _wait_done(js, recording_id, timeout=60)
+                await nc.flush()
+            finally:
+                await nc.close()
+    assert status.stage is RecordingStage.summarized and status.summary is not None
+    assert stages[-2:] == ["summarizing", "summarized"] and stages.count("summarizing") == 1, stages
