@@ -10,12 +10,14 @@ as long as an event about it can still be in a stream, then expired by the bucke
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 from nats.js import JetStreamContext
 
 from services.common.nats_client import kv_value
+from services.common.status import RecordingStatus, StatusStore
 from services.common.topology import DELETED_BUCKET
 
 
@@ -41,3 +43,18 @@ async def deleted_tenant(js: JetStreamContext, recording_id: str) -> str | None:
 async def is_deleted(js: JetStreamContext, recording_id: str) -> bool:
     """True when ``recording_id`` was deleted: the caller must drop it and write nothing."""
     return await deleted_tenant(js, recording_id) is not None
+
+
+async def status_for_update(
+    js: JetStreamContext, store: StatusStore, recording_id: str
+) -> tuple[RecordingStatus | None, bool]:
+    """A recording's status, read for update (:meth:`StatusStore.get`), and whether it was deleted.
+
+    Every stage asks both before it works on a recording (the dispatcher, each transcriber turn,
+    the summarizer), and neither answer depends on the other: sent together, the two requests
+    leave in one socket write and their replies come back in one read, a round trip less per
+    stage. A deletion between the two reads is the race every stage already tolerates (the
+    tombstone is checked again before anything is written).
+    """
+    status, deleted = await asyncio.gather(store.get(recording_id, for_update=True), is_deleted(js, recording_id))
+    return status, deleted

@@ -49,7 +49,7 @@ from services.common.settings import Settings
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import object_exists
 from services.common.telemetry import StageSpan, record_span, traceparent_of
-from services.common.tombstones import is_deleted
+from services.common.tombstones import status_for_update
 from services.common.topology import AUDIO_RECEIVED, DISPATCHER_CONSUMER
 from services.dispatcher import metrics
 from services.dispatcher.backends.base import JobBackend
@@ -231,13 +231,16 @@ class Dispatcher:
         if rid in self.held:
             self.held[rid].msg = msg  # a redelivery of what we already hold: ack the latest
             return True
-        status = await self._status.get(rid, for_update=True)  # _queued (or a claim) writes it next
+        # _queued (or a claim) writes the status next; the audio is looked up in the same round trip.
+        (status, deleted), audio_stored = await asyncio.gather(
+            status_for_update(self.js, self._status, rid), object_exists(self.js, event.audio)
+        )
         if status is not None and status.stage in OUTCOMES:
             return False
-        if await is_deleted(self.js, rid):  # deleted while queued: its audio is gone, and so is its status
+        if deleted:  # deleted while queued: its audio is gone, and so is its status
             logger.info("dropping %s: the recording was deleted", rid)
             return False
-        if not await object_exists(self.js, event.audio):
+        if not audio_stored:
             raise MissingObjectError(
                 f"audio object {event.audio.bucket}/{event.audio.name} of recording {rid} does not exist: "
                 "upload the bytes before publishing kubescribe.audio.received"

@@ -41,7 +41,7 @@ from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, RecordingStatus, StatusStore
 from services.common.storage import get_bytes, get_stored, put_bytes
 from services.common.telemetry import StageSpan, extract_context, record_span, tracer
-from services.common.tombstones import is_deleted
+from services.common.tombstones import is_deleted, status_for_update
 from services.common.topology import SUMMARIES_BUCKET
 from services.summarizer import metrics
 from services.summarizer.client import ChatClient, LlmUnavailableError
@@ -84,13 +84,13 @@ class Summarizer:
         event = parse_event(TranscriptReady, msg.data)  # InvalidEventError: reported by report()
 
         store = await self.store()
-        status = await store.get(event.recording_id, for_update=True)  # to_summarizing writes it next
+        status, deleted = await status_for_update(self.js, store, event.recording_id)  # to_summarizing writes it next
         began_before = status is not None and status.stage is RecordingStage.summarizing
         if status is not None and status.stage is RecordingStage.summarized:
             logger.debug("recording %s already summarized: ack without a gateway call", event.recording_id)
             metrics.OUTCOMES.labels("duplicate").inc()
             return Outcome("duplicate", event.recording_id)
-        if await is_deleted(self.js, event.recording_id):
+        if deleted:
             return Outcome("deleted", event.recording_id)
 
         traceparent = (headers or {}).get("traceparent") or (status.traceparent if status else None)

@@ -39,7 +39,7 @@ from services.common.messaging import publish_event, report_failure
 from services.common.status import RecordingStage, StatusStore
 from services.common.storage import put_bytes
 from services.common.telemetry import StageSpan, record_span
-from services.common.tombstones import is_deleted
+from services.common.tombstones import is_deleted, status_for_update
 from services.common.topology import TRANSCRIPTS_BUCKET
 from services.transcriber.audio import decoding_options, span_attributes, transcription_span
 from services.transcriber.chunks import run_chunk
@@ -95,11 +95,8 @@ async def run_job(
                 parent=recording.traceparent,
                 attributes=span_attributes(job, recording),
             )
-        status = await store.get(recording.recording_id, for_update=True)  # finish() writes it next
-        if status is not None and status.stage in _DONE:
-            outcome.skipped.append(recording.recording_id)
-            continue
-        if await is_deleted(js, recording.recording_id):  # deleted before its turn: nothing to do
+        status, deleted = await status_for_update(js, store, recording.recording_id)  # finish() writes it next
+        if (status is not None and status.stage in _DONE) or deleted:  # done, or deleted before its turn
             outcome.skipped.append(recording.recording_id)
             continue
         if recording.chunk is None and status is not None and status.job_id not in (None, job.job_id):

@@ -9,8 +9,9 @@ import pytest
 from services.common.errors import MissingObjectError
 from services.common.events import ObjectRef
 from services.common.ids import new_id
-from services.common.storage import OBJECT_CHUNK_SIZE, get_bytes, get_to_file, object_exists, put_bytes
-from services.common.tombstones import deleted_tenant, mark_deleted
+from services.common.status import RecordingStatus, StatusStore
+from services.common.storage import OBJECT_CHUNK_SIZE, get_bytes, get_stored, get_to_file, object_exists, put_bytes
+from services.common.tombstones import deleted_tenant, mark_deleted, status_for_update
 from services.common.topology import DELETED_BUCKET, TRANSCRIPTS_BUCKET
 
 pytestmark = pytest.mark.nats
@@ -59,3 +60,24 @@ async def test_a_tombstone_is_read_in_one_request_and_a_deleted_key_is_none(js) 
     assert await deleted_tenant(js, rid) == "acme"
     await (await js.key_value(DELETED_BUCKET)).delete(rid)
     assert await deleted_tenant(js, rid) is None
+
+
+async def test_a_stored_document_is_found_by_name_with_the_reference_put_returned(js) -> None:
+    name = new_id()
+    assert await get_stored(js, TRANSCRIPTS_BUCKET, name) is None
+    ref = await put_bytes(js, TRANSCRIPTS_BUCKET, name, b'{"text": "stored"}')
+    assert await get_stored(js, TRANSCRIPTS_BUCKET, name) == (ref, b'{"text": "stored"}')
+
+
+async def test_status_for_update_reads_the_status_and_the_tombstone_together(js) -> None:
+    store = await StatusStore.open(js)
+    live, gone, absent = new_id(), new_id(), new_id()
+    for rid in (live, gone):
+        await store.update(rid, lambda s: s, create=lambda rid=rid: RecordingStatus(recording_id=rid))
+    await mark_deleted(js, gone, tenant="acme")
+    reader = await StatusStore.open(js)  # a stage's own store: nothing remembered yet
+    status, deleted = await status_for_update(js, reader, live)
+    assert status is not None and status.recording_id == live and not deleted
+    assert (await status_for_update(js, reader, gone))[1] is True
+    assert await status_for_update(js, reader, absent) == (None, False)
+    assert live in reader._written  # read for update: the next write starts from it, with no read of its own
