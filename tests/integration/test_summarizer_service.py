@@ -286,14 +286,21 @@ async def test_a_crash_after_summary_ready_republishes_the_same_event(js, nats_s
         return await advance(self, recording_id, stage, **fields)
 
     monkeypatch.setattr(StatusStore, "advance", crash_once_before_summarized)
+    await _summarized_through_one_crash(js, nats_settings, crashes)
+
+
+async def _summarized_through_one_crash(js, nats_settings, crashes: list[str]) -> tuple[RecordingStatus, SummaryReady]:
+    """One recording through a summarizer whose patched step crashes once (appending the recording
+    id to ``crashes``): summarized with one LLM call and one SummaryReady, both returned."""
     with SimLlmServer(SimConfig(model="m")) as sim:
         async with running(_settings(nats_settings, sim)):
             recording_id, _ = await _submit(js)
             status = await _wait_done(js, recording_id, timeout=60)
     assert crashes == [recording_id] and status.stage is RecordingStage.summarized
+    assert sim.engine is not None and sim.engine.requests == 1  # the stored summary, not a second call
     events = await stored_events(js, SummaryReady.SUBJECT, SummaryReady, recording_id, stream=SUMMARIES_STREAM)
     assert len(events) == 1, [e.id for e in events]
-    assert sim.engine is not None and sim.engine.requests == 1  # the stored summary, not a second call
+    return status, events[0]
 
 
 async def test_a_crash_after_storing_the_summary_republishes_it_without_a_second_llm_call(
@@ -314,14 +321,8 @@ async def test_a_crash_after_storing_the_summary_republishes_it_without_a_second
         return await announce(js_, event, *args, **kwargs)
 
     monkeypatch.setattr(consumer, "publish_event", crash_once_before_summary_ready)
-    with SimLlmServer(SimConfig(model="m")) as sim:
-        async with running(_settings(nats_settings, sim)):
-            recording_id, _ = await _submit(js)
-            status = await _wait_done(js, recording_id, timeout=60)
-    assert crashes == [recording_id] and status.stage is RecordingStage.summarized
-    assert sim.engine is not None and sim.engine.requests == 1  # the stored summary, not a second call
-    events = await stored_events(js, SummaryReady.SUBJECT, SummaryReady, recording_id, stream=SUMMARIES_STREAM)
-    assert len(events) == 1 and events[0].summary == status.summary
+    status, event = await _summarized_through_one_crash(js, nats_settings, crashes)
+    assert event.summary == status.summary
     stored = await get_bytes(js, status.summary)
     assert status.summary.size == len(stored) and status.summary.sha256 == hashlib.sha256(stored).hexdigest()
     assert status.metrics["llm_requests"] == 1 and status.metrics["tokens_out"] > 0
