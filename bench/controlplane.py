@@ -309,13 +309,13 @@ def summarize(results: list[RunResult], arms: list[Arm], recordings: int, floor_
     "cores busy" is near the core count, the measured rate sits at that ceiling, and the way to a
     higher rate is fewer milliseconds per recording, not more replicas.
     """
+    cores = os.cpu_count() or 1
     summary = {}
     for arm in arms:
         runs = [x for x in results if x.arm == arm]
         per_service = _ms_per_recording([x.cpu_s for x in runs], recordings)
         harness = _ms_per_recording([x.harness_cpu_s for x in runs], recordings)
         total_ms = sum(per_service.values())
-        cores = os.cpu_count() or 1
         summary[arm.label] = {
             "replicas": arm.replicas,
             "summary_tokens": arm.summary_tokens,

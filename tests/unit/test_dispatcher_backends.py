@@ -156,5 +156,5 @@ async def test_the_stream_tells_which_later_states_of_a_job_are_already_queued()
     release.set()
     assert (await anext(stream)).state is JobState.succeeded
     assert not backend.waiting(job.job_id, JobState.succeeded) and not backend._waiting  # nothing left counted
-    assert not backend.superseded(job.job_id) and not backend._waiting_per_job
+    assert not backend.superseded(job.job_id)
     await backend.aclose()

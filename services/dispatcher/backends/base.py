@@ -27,8 +27,8 @@ class JobBackend(abc.ABC):
 
     def __init__(self) -> None:
         self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()
-        self._waiting: Counter[tuple[str, JobState]] = Counter()
-        self._waiting_per_job: Counter[str] = Counter()
+        self._waiting: dict[str, Counter[JobState]] = {}
+        """Events queued and not yet streamed, per job and state: a job is a key while it has any."""
         self._stream_closed = False
 
     # --- what each backend implements --------------------------------------------------------
@@ -73,12 +73,12 @@ class JobBackend(abc.ABC):
             event = await self._events.get()
             if event is None:
                 return
-            self._waiting[event.job_id, event.state] -= 1
-            if not self._waiting[event.job_id, event.state]:
-                del self._waiting[event.job_id, event.state]
-            self._waiting_per_job[event.job_id] -= 1
-            if not self._waiting_per_job[event.job_id]:
-                del self._waiting_per_job[event.job_id]
+            queued = self._waiting[event.job_id]
+            queued[event.state] -= 1
+            if not queued[event.state]:
+                del queued[event.state]
+            if not queued:
+                del self._waiting[event.job_id]
             yield event
 
     def waiting(self, job_id: str, state: JobState) -> bool:
@@ -88,7 +88,7 @@ class JobBackend(abc.ABC):
         local or fake job is admitted and running within a millisecond, and the two stamps cost
         one revision of the recording's status instead of two (a put, its ack and, with the
         transcriber writing at the same moment, often a refused compare-and-set and a re-read)."""
-        return self._waiting[job_id, state] > 0
+        return self._waiting.get(job_id, Counter())[state] > 0
 
     def superseded(self, job_id: str) -> bool:
         """Whether any later event of ``job_id`` is queued behind the one being handled.
@@ -97,13 +97,12 @@ class JobBackend(abc.ABC):
         for ``kubescribe jobs``): a state a queued event overwrites a moment later need not be
         written at all. A local or fake job is queued, admitted and running before the first of
         the three is handled, so two puts and their acks per job are saved there."""
-        return self._waiting_per_job[job_id] > 0
+        return job_id in self._waiting
 
     def _emit(self, job_id: str, state: JobState, **fields: object) -> JobEvent:
         """Report a state change; ``fields`` are the other :class:`JobEvent` fields (at, reason, ...)."""
         event = JobEvent(job_id=job_id, state=state, **fields)  # type: ignore[arg-type]
-        self._waiting[job_id, state] += 1
-        self._waiting_per_job[job_id] += 1
+        self._waiting.setdefault(job_id, Counter())[state] += 1
         self._events.put_nowait(event)
         return event
 
