@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,7 +207,17 @@ async def _upload_all(urls: list[str], audio: Path, count: int, concurrency: int
             await client.aclose()
 
 
-def run_once(arm: Arm, count: int, audio: Path, workdir: Path, progress) -> RunResult:
+def run_once(
+    arm: Arm,
+    count: int,
+    audio: Path,
+    workdir: Path,
+    progress,
+    command: Callable[[str, list[str]], list[str]] | None = None,
+) -> RunResult:
+    """One arm's run on a fresh nats-server and fresh services. ``command`` may rewrite each
+    service's command line (by process name), e.g. to run it under a profiler."""
+    command = command or (lambda name, argv: argv)
     replicas = arm.replicas
     data_dir = Path(tempfile.mkdtemp(prefix=f"cp-{replicas}-{arm.summary_tokens}-", dir=workdir))
     nats = EmbeddedNatsServer(data_dir / "nats")
@@ -235,7 +246,7 @@ def run_once(arm: Arm, count: int, audio: Path, workdir: Path, progress) -> RunR
             supervisor.start(
                 ProcessSpec(
                     f"ingest-{i}",
-                    [sys.executable, "-m", "services.runtime.serve", "ingest"],
+                    command(f"ingest-{i}", [sys.executable, "-m", "services.runtime.serve", "ingest"]),
                     env={**env, "KUBESCRIBE_INGEST_PORT": str(port), "KUBESCRIBE_INGEST_HOST": "127.0.0.1"},
                     ready=http_ok(f"{url}/readyz"),
                 )
@@ -249,7 +260,7 @@ def run_once(arm: Arm, count: int, audio: Path, workdir: Path, progress) -> RunR
                 supervisor.start(
                     ProcessSpec(
                         f"{role}-{i}",
-                        argv,
+                        command(f"{role}-{i}", argv),
                         env={**env, "KUBESCRIBE_READY_FILE": str(ready_file)},
                         ready=file_exists(ready_file),
                     )
