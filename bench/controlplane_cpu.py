@@ -8,6 +8,7 @@ is the per-recording work. Built-in functions (``len``, ``socket.send``, ...) ar
 package that called them. The table gives shares, not times: cProfile costs about a microsecond
 per call, which inflates call-heavy code (the event loop, protocol parsers) against code that does
 much per call, so read a share as "roughly", and take the milliseconds from ``controlplane.py``.
+cProfile sees only the main thread: the span exporter's thread and the thread pool are left out.
 
     python bench/controlplane_cpu.py                       # 400 recordings, one round (~1 min)
     python bench/controlplane_cpu.py --rounds 3 --json docs/results/controlplane/cpu-by-package.json
